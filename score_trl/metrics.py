@@ -1,0 +1,77 @@
+"""The paper's self-correction metrics, as pure functions of per-problem correctness and texts.
+
+Correctness values are 0/1 (bool or float); None (a sample the verifier could not judge) is dropped from every
+metric that reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rapidfuzz.distance import Levenshtein
+
+from .rewards.math import extract_final_answer
+
+
+__all__ = [
+    "accuracy",
+    "answer_changed_rate",
+    "edit_distance_ratio",
+    "self_correction_metrics",
+    "transition_rates",
+]
+
+
+def _pairs(correct_t1: Sequence, correct_t2: Sequence) -> list[tuple[bool, bool]]:
+    if len(correct_t1) != len(correct_t2):
+        raise ValueError(f"Turn 1 has {len(correct_t1)} results and turn 2 has {len(correct_t2)}: they must match.")
+    return [(bool(a), bool(b)) for a, b in zip(correct_t1, correct_t2, strict=True) if a is not None and b is not None]
+
+
+def accuracy(correct: Sequence) -> float:
+    """Fraction of judged samples that are correct (Accuracy@t for one turn)."""
+    judged = [bool(c) for c in correct if c is not None]
+    return sum(judged) / len(judged) if judged else 0.0
+
+
+def transition_rates(correct_t1: Sequence, correct_t2: Sequence) -> dict[str, float]:
+    """delta(t1, t2), delta i->c (wrong then right) and delta c->i (right then wrong), over problems judged twice."""
+    pairs = _pairs(correct_t1, correct_t2)
+    n = len(pairs) or 1
+    i2c = sum(1 for a, b in pairs if not a and b) / n
+    c2i = sum(1 for a, b in pairs if a and not b) / n
+    return {"delta": i2c - c2i, "delta_i2c": i2c, "delta_c2i": c2i}
+
+
+def edit_distance_ratio(first: str, second: str) -> float:
+    """Levenshtein distance between two attempts over their combined length: 0 for a copy, up to 1."""
+    total = len(first) + len(second)
+    return Levenshtein.distance(first, second) / total if total else 0.0
+
+
+def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str]) -> float:
+    """Fraction of problems whose final answer (boxed or the paper's phrase) differs between the two attempts.
+
+    A missing answer counts as an answer of its own, so writing one where there was none is a change.
+    """
+    if len(texts_t1) != len(texts_t2):
+        raise ValueError(f"Turn 1 has {len(texts_t1)} texts and turn 2 has {len(texts_t2)}: they must match.")
+    if not texts_t1:
+        return 0.0
+    changed = sum(extract_final_answer(a) != extract_final_answer(b) for a, b in zip(texts_t1, texts_t2, strict=True))
+    return changed / len(texts_t1)
+
+
+def self_correction_metrics(
+    correct_t1: Sequence, correct_t2: Sequence, texts_t1: Sequence[str], texts_t2: Sequence[str]
+) -> dict[str, float]:
+    """The paper's table row: Acc@t1, Acc@t2, delta, i->c, c->i, plus answer-changed rate and mean edit ratio."""
+    ratios = [edit_distance_ratio(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)]
+    return {
+        "acc_t1": accuracy(correct_t1),
+        "acc_t2": accuracy(correct_t2),
+        **transition_rates(correct_t1, correct_t2),
+        "changed_rate": answer_changed_rate(texts_t1, texts_t2),
+        "edit_ratio": sum(ratios) / len(ratios) if ratios else 0.0,
+        "n": len(_pairs(correct_t1, correct_t2)),
+    }

@@ -1,0 +1,46 @@
+"""The paper's instructions (Kumar et al. 2024, App. C) and helpers that build two-turn conversations."""
+
+from __future__ import annotations
+
+
+__all__ = [
+    "CODE_CORRECTION_INSTRUCTION",
+    "MATH_CORRECTION_INSTRUCTION",
+    "MATH_SYSTEM_PROMPT",
+    "first_turn_messages",
+    "second_turn_messages",
+]
+
+MATH_SYSTEM_PROMPT = (
+    "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking step by "
+    'step. At the end of the Solution, when you give your final answer, write it in the form "Final Answer: The final '
+    'answer is $answer$. I hope it is correct."'
+)
+
+MATH_CORRECTION_INSTRUCTION = (
+    "There might be an error in the solution above because of lack of understanding of the question. Please correct "
+    "the error, if any, and rewrite the solution. Only output the final solution! At the end of the Solution, when you "
+    'give your final answer, write it in the form "Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+
+CODE_CORRECTION_INSTRUCTION = (
+    "There might be an error in the code above because of lack of understanding of the question. Please correct the "
+    "error, if any, and rewrite the solution. Only output the final correct Python program!"
+)
+
+
+def first_turn_messages(problem: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    """The turn-1 conversation: an optional system prompt, then the problem as the user's message."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": problem}]
+
+
+def second_turn_messages(
+    first_turn: list[dict[str, str]], first_attempt: str, instruction: str = MATH_CORRECTION_INSTRUCTION
+) -> list[dict[str, str]]:
+    """The turn-2 conversation: turn 1, the model's first attempt, then the fixed correction instruction."""
+    return [
+        *first_turn,
+        {"role": "assistant", "content": first_attempt},
+        {"role": "user", "content": instruction},
+    ]

@@ -1,0 +1,27 @@
+"""Verifiers (pure functions) and the TRL-shaped reward functions that wrap them.
+
+A TRL reward function is `f(prompts, completions, **kwargs) -> list[float | None]`, dataset columns arriving as
+keyword arguments and None meaning "cannot judge" (TRL skips the sample).
+"""
+
+from .code import extract_code, verify_code, verify_code_batch
+from .math import extract_final_answer, verify_math
+from .rewards import REWARD_FUNCS, code_reward, completion_text, make_code_reward, math_reward
+from .sandbox import SandboxConfig, SandboxResult, run_python
+
+
+__all__ = [
+    "REWARD_FUNCS",
+    "SandboxConfig",
+    "SandboxResult",
+    "code_reward",
+    "completion_text",
+    "extract_code",
+    "extract_final_answer",
+    "make_code_reward",
+    "math_reward",
+    "run_python",
+    "verify_code",
+    "verify_code_batch",
+    "verify_math",
+]

@@ -1,0 +1,219 @@
+import os
+import shutil
+import time
+
+import pytest
+
+from score_trl.rewards import SandboxConfig, code_reward, extract_code, run_python, verify_code, verify_code_batch
+
+
+HAS_BWRAP = shutil.which("bwrap") is not None
+MBPP_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
+HUMANEVAL = {"test": "def check(candidate):\n    assert candidate(2) == 4\n", "entry_point": "double"}
+GOOD = "def add(a, b):\n    return a + b\n"
+FAST = SandboxConfig(wall_time=3.0, cpu_time=3)
+
+
+def _live_sandbox_processes() -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "score_trl_sbx_" in cmdline and "program.py" in cmdline:
+            found.append(pid)
+    return found
+
+
+def test_extract_code():
+    assert extract_code("Here:\n```python\nx = 1\n```\nand\n```python\nx = 2\n```") == "x = 2\n"
+    assert extract_code("```\ny = 3\n```") == "y = 3\n"
+    assert extract_code("```python\nz = 4\n") == "z = 4\n"  # unclosed fence runs to the end
+    assert extract_code("w = 5") == "w = 5"
+
+
+def test_mbpp_pass_and_fail():
+    assert verify_code(f"```python\n{GOOD}```", MBPP_TESTS) == 1.0
+    assert verify_code("def add(a, b):\n    return a - b\n", MBPP_TESTS) == 0.0
+
+
+def test_mbpp_setup_code_runs_first():
+    setup = "OFFSET = 10\n"
+    assert verify_code("def add(a, b):\n    return a + b + OFFSET - 10\n", MBPP_TESTS, setup) == 1.0
+    assert verify_code("def add(a, b):\n    return a + b + OFFSET\n", MBPP_TESTS, setup) == 0.0
+
+
+def test_mbpp_tests_as_json_string():
+    assert verify_code(GOOD, '["assert add(1, 2) == 3"]') == 1.0
+
+
+def test_humaneval_pass_and_fail():
+    assert verify_code("def double(x):\n    return 2 * x\n", **HUMANEVAL) == 1.0
+    assert verify_code("def double(x):\n    return x + x\n", test=HUMANEVAL["test"], entry_point="double") == 1.0
+    assert verify_code("def double(x):\n    return 3 * x\n", **HUMANEVAL) == 0.0
+
+
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "import sys\nsys.exit(0)\n",
+        "import os\nos._exit(0)\n",
+        "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return 0\n",
+        "raise SystemExit(0)\n",
+        # reading its own harness does not reveal the pass token
+        "import sys\nprint(open(sys.argv[0]).read())\nprint(sys.stdin.read() if not sys.stdin.closed else '')\n",
+        # rebinding print or os.write does not forge the report
+        "import os, builtins\nos.write = lambda fd, b: 0\nbuiltins.print = lambda *a, **k: None\n"
+        "def add(a, b):\n    return 0\n",
+    ],
+)
+def test_early_exit_and_forgery_score_zero(trick):
+    assert verify_code(trick, MBPP_TESTS, config=FAST) == 0.0
+
+
+def test_syntax_error_scores_zero():
+    assert verify_code("def add(a, b) return a + b", MBPP_TESTS) == 0.0
+
+
+def test_infinite_loop_is_killed_at_wall_time():
+    start = time.monotonic()
+    result = run_python("while True:\n    pass\n", SandboxConfig(wall_time=1.0, cpu_time=10))
+    assert result.timed_out and result.returncode is None
+    assert time.monotonic() - start < 5
+    assert verify_code(GOOD + "while True:\n    pass\n", MBPP_TESTS, config=SandboxConfig(wall_time=1.0)) == 0.0
+
+
+def test_cpu_time_limit():
+    result = run_python("while True:\n    pass\n", SandboxConfig(wall_time=10.0, cpu_time=1))
+    assert not result.timed_out and result.returncode != 0  # SIGXCPU/SIGKILL from RLIMIT_CPU, before the wall time
+
+
+def test_memory_bomb():
+    result = run_python("x = bytearray(8 * 1024**3)\nprint('allocated')\n", SandboxConfig(memory_mb=512))
+    assert result.returncode != 0 and "allocated" not in result.stdout
+    assert "MemoryError" in result.stderr
+
+
+def test_output_flood_is_capped():
+    flood = "import sys\nwhile True:\n    sys.stdout.write('x' * 1_000_000)\n"  # 100 MB would take 0.1 s
+    result = run_python(flood, SandboxConfig(max_output_bytes=10_000, wall_time=5.0))
+    assert len(result.stdout) <= 10_000 and result.returncode != 0
+    assert verify_code(GOOD + flood, MBPP_TESTS, config=SandboxConfig(max_output_bytes=10_000)) == 0.0
+
+
+def test_environment_is_scrubbed(monkeypatch):
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    result = run_python("import os\nprint(sorted(os.environ))\n")
+    assert "SECRET_TOKEN" not in result.stdout and "HF_" not in result.stdout
+
+
+def test_working_directory_is_private_and_removed():
+    result = run_python("import os\nopen('out.txt', 'w').write('hi')\nprint(os.getcwd())\n")
+    workdir = result.stdout.strip()
+    assert result.returncode == 0 and "score_trl_sbx_" in workdir
+    assert not os.path.exists(workdir)
+
+
+@pytest.mark.skipif(not HAS_BWRAP, reason="needs bubblewrap (apt-get install bubblewrap): rlimits mode can write")
+def test_writing_outside_the_working_directory_fails_under_bwrap():
+    # Outside /tmp, which the sandbox replaces with a private tmpfs anyway.
+    target = f"/var/tmp/score_trl_escape_{os.getpid()}.txt"
+    result = run_python(f"open({target!r}, 'w').write('pwned')\n", SandboxConfig(isolation="bwrap"))
+    assert result.returncode != 0 and "Read-only file system" in result.stderr
+    assert not os.path.exists(target)
+
+
+@pytest.mark.skipif(not HAS_BWRAP, reason="needs bubblewrap (apt-get install bubblewrap)")
+def test_no_network_under_bwrap():
+    probe = "import socket\ns = socket.socket()\ns.settimeout(1)\ns.connect(('127.0.0.1', 22))\n"
+    result = run_python(probe, SandboxConfig(isolation="bwrap"))
+    assert result.returncode != 0 and ("Network is unreachable" in result.stderr or "refused" in result.stderr)
+
+
+# A bounded storm: a binary fork tree of depth 9 (at most 512 processes even if the sandbox regressed), every
+# process then sleeping far past the wall time. The sandbox must kill the whole tree, setsid() escapees included.
+FORK_BOMB = """\
+import os, time
+for _ in range(9):
+    try:
+        if os.fork() == 0:
+            os.setsid()
+    except OSError:
+        pass
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "rlimits"])
+def test_fork_bomb_is_contained(isolation):
+    if isolation == "bwrap" and not HAS_BWRAP:
+        pytest.skip("needs bubblewrap")
+    if isolation == "rlimits" and os.geteuid() == 0 and not _pids_cgroup_available():
+        pytest.skip("as root without a pids cgroup, only bwrap's pid namespace catches setsid() escapees")
+    start = time.monotonic()
+    result = run_python(FORK_BOMB, SandboxConfig(wall_time=2.0, max_processes=16, isolation=isolation))
+    assert result.timed_out
+    assert time.monotonic() - start < 10
+    deadline = time.monotonic() + 5
+    while _live_sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _live_sandbox_processes() == []
+
+
+def _pids_cgroup_available() -> bool:
+    from score_trl.rewards.sandbox import _make_pids_cgroup, _remove_cgroup
+
+    path = _make_pids_cgroup(4)
+    if path is None:
+        return False
+    _remove_cgroup(path)
+    return True
+
+
+def test_process_count_is_bounded_where_the_kernel_allows():
+    if os.geteuid() == 0 and not _pids_cgroup_available():
+        pytest.skip("RLIMIT_NPROC does not bind root and no pids cgroup is writable here")
+    counter = """\
+import os, time
+n = 0
+for _ in range(64):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(2)
+        os._exit(0)
+    n += 1
+print(n)
+"""
+    result = run_python(counter, SandboxConfig(max_processes=8, wall_time=5.0))
+    assert 0 < int(result.stdout.strip()) < 8
+
+
+def test_batch_runs_in_parallel_and_keeps_order():
+    completions = [GOOD, "def add(a, b):\n    return 0\n", GOOD, "while True: pass"]
+    tests = [{"test_list": MBPP_TESTS}] * 4
+    start = time.monotonic()
+    scores = verify_code_batch(completions, tests, config=SandboxConfig(wall_time=2.0), max_workers=4)
+    assert scores == [1.0, 0.0, 1.0, 0.0]
+    assert time.monotonic() - start < 6
+
+
+def test_code_reward_trl_shape():
+    chat = [[{"role": "assistant", "content": f"```python\n{GOOD}```"}], [{"role": "assistant", "content": "pass"}]]
+    assert code_reward(prompts=[[], []], completions=chat, test_list=[MBPP_TESTS] * 2) == [1.0, 0.0]
+    humaneval = code_reward(
+        prompts=["", ""],
+        completions=["def double(x):\n    return x * 2\n", "def double(x):\n    return x\n"],
+        test=[HUMANEVAL["test"]] * 2,
+        entry_point=["double"] * 2,
+    )
+    assert humaneval == [1.0, 0.0]
+
+
+def test_missing_test_columns_name_both_formats():
+    with pytest.raises(ValueError, match="test_list.*test_setup_code.*entry_point"):
+        code_reward(prompts=[""], completions=[GOOD], answer=["3"])

@@ -1,0 +1,50 @@
+import pytest
+
+from score_trl.metrics import (
+    accuracy,
+    answer_changed_rate,
+    edit_distance_ratio,
+    self_correction_metrics,
+    transition_rates,
+)
+
+
+def test_transitions_by_hand():
+    # 5 problems: i->c, c->c, c->i, i->i, i->c
+    t1 = [0, 1, 1, 0, 0]
+    t2 = [1, 1, 0, 0, 1]
+    rates = transition_rates(t1, t2)
+    assert rates["delta_i2c"] == pytest.approx(2 / 5)
+    assert rates["delta_c2i"] == pytest.approx(1 / 5)
+    assert rates["delta"] == pytest.approx(accuracy(t2) - accuracy(t1)) == pytest.approx(1 / 5)
+
+
+def test_unjudged_samples_are_dropped():
+    assert accuracy([1, None, 0, 1]) == pytest.approx(2 / 3)
+    assert transition_rates([1, None, 0], [0, 1, 1]) == {"delta": 0.0, "delta_i2c": 0.5, "delta_c2i": 0.5}
+
+
+def test_edit_distance_ratio_by_hand():
+    assert edit_distance_ratio("abc", "abc") == 0.0
+    assert edit_distance_ratio("abc", "abd") == pytest.approx(1 / 6)  # one substitution over 6 characters
+    assert edit_distance_ratio("", "xyz") == pytest.approx(3 / 3)
+    assert edit_distance_ratio("", "") == 0.0
+
+
+def test_answer_changed_rate_reads_final_answers():
+    t1 = [r"work \boxed{3}", r"\boxed{4}", "no answer", r"The final answer is $5$. I hope"]
+    t2 = [r"other work \boxed{3}", r"\boxed{5}", r"\boxed{1}", r"\boxed{5}"]
+    assert answer_changed_rate(t1, t2) == pytest.approx(2 / 4)
+
+
+def test_table_row():
+    row = self_correction_metrics([1, 0], [1, 1], [r"\boxed{1}", r"\boxed{2}"], [r"\boxed{1}", r"\boxed{3}"])
+    assert row["acc_t1"] == 0.5 and row["acc_t2"] == 1.0
+    assert row["delta"] == 0.5 and row["delta_i2c"] == 0.5 and row["delta_c2i"] == 0.0
+    assert row["changed_rate"] == 0.5 and row["n"] == 2
+    assert row["edit_ratio"] == pytest.approx((0 + 1 / 18) / 2)
+
+
+def test_mismatched_lengths_error():
+    with pytest.raises(ValueError, match="must match"):
+        transition_rates([1], [1, 0])
