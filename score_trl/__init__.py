@@ -8,6 +8,7 @@ from .metrics import (
     transition_rates,
 )
 from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, MATH_SYSTEM_PROMPT
+from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
 
 
 __version__ = "0.1.0.dev0"
@@ -16,6 +17,10 @@ __all__ = [
     "CODE_CORRECTION_INSTRUCTION",
     "MATH_CORRECTION_INSTRUCTION",
     "MATH_SYSTEM_PROMPT",
+    "MultiTurnRLOOConfig",
+    "MultiTurnRLOOTrainer",
+    "StageOneConfig",
+    "StageOneTrainer",
     "accuracy",
     "answer_changed_rate",
     "edit_distance_ratio",

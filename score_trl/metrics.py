@@ -15,6 +15,7 @@ from .rewards.math import extract_final_answer
 
 __all__ = [
     "accuracy",
+    "answer_changed",
     "answer_changed_rate",
     "edit_distance_ratio",
     "self_correction_metrics",
@@ -49,17 +50,25 @@ def edit_distance_ratio(first: str, second: str) -> float:
     return Levenshtein.distance(first, second) / total if total else 0.0
 
 
-def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str]) -> float:
-    """Fraction of problems whose final answer (boxed or the paper's phrase) differs between the two attempts.
+def answer_changed(first: str, second: str) -> bool:
+    """Whether the final answer (boxed or the paper's phrase) differs between two attempts.
 
-    A missing answer counts as an answer of its own, so writing one where there was none is a change.
+    A missing answer counts as an answer of its own; when neither attempt states one (code, free text), the
+    stripped texts are compared.
     """
+    a, b = extract_final_answer(first), extract_final_answer(second)
+    if a is None and b is None:
+        return first.strip() != second.strip()
+    return a != b
+
+
+def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str]) -> float:
+    """Fraction of problems whose final answer changed between the two attempts (see `answer_changed`)."""
     if len(texts_t1) != len(texts_t2):
         raise ValueError(f"Turn 1 has {len(texts_t1)} texts and turn 2 has {len(texts_t2)}: they must match.")
     if not texts_t1:
         return 0.0
-    changed = sum(extract_final_answer(a) != extract_final_answer(b) for a, b in zip(texts_t1, texts_t2, strict=True))
-    return changed / len(texts_t1)
+    return sum(answer_changed(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)) / len(texts_t1)
 
 
 def self_correction_metrics(

@@ -2,6 +2,7 @@ import pytest
 
 from score_trl.metrics import (
     accuracy,
+    answer_changed,
     answer_changed_rate,
     edit_distance_ratio,
     self_correction_metrics,
@@ -35,6 +36,11 @@ def test_answer_changed_rate_reads_final_answers():
     t1 = [r"work \boxed{3}", r"\boxed{4}", "no answer", r"The final answer is $5$. I hope"]
     t2 = [r"other work \boxed{3}", r"\boxed{5}", r"\boxed{1}", r"\boxed{5}"]
     assert answer_changed_rate(t1, t2) == pytest.approx(2 / 4)
+
+
+def test_answer_changed_without_final_answers_compares_texts():
+    assert answer_changed("def f():\n    return 1\n", "def f():\n    return 1") is False
+    assert answer_changed("def f():\n    return 1\n", "def f():\n    return 2\n") is True
 
 
 def test_table_row():

@@ -1,0 +1,168 @@
+"""Multi-turn rollouts at the token level: attempt, fixed instruction, attempt again.
+
+The turn-k prompt is the turn-(k-1) context followed by the model's attempt and the instruction's token ids. An
+attempt is never decoded and re-tokenised; the instruction's ids (with the chat template's turn markers around them)
+come from the tokenizer's chat template by prefix difference, built once per instruction and reused.
+
+The trained sequence is `y1 | s2 | y2 | ... | sK | yK`, with turn label k on the tokens of `yk` and 0 on the
+instruction suffixes `sk`, which are attended to but carry no loss and no KL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+
+__all__ = ["MultiTurnRollout", "TurnSuffix", "build_chat_suffix", "build_text_suffix", "generate_turns"]
+
+# A generation backend: token-id prompts and a number of samples per distinct prompt in, (token ids, sampling
+# log-probs or None) out, one row per prompt. TRL's `GRPOTrainer._generate_single_turn` has this shape.
+GenerateFn = Callable[[list[list[int]], int], tuple[list[list[int]], list[list[float]] | None]]
+
+
+@dataclass(frozen=True)
+class TurnSuffix:
+    """The token ids that follow a finished attempt and lead into the next one.
+
+    `close` ends the assistant's turn as the chat template writes it, starting with its end-of-turn token (empty for
+    plain-text prompts); `instruction` is the new user turn up to and including the generation prompt.
+    """
+
+    close: tuple[int, ...]
+    instruction: tuple[int, ...]
+
+    def after(self, attempt: Sequence[int]) -> list[int]:
+        """The suffix for this attempt: an attempt that emitted the end-of-turn token keeps it as its own (model)
+        token; a truncated one is closed here."""
+        if self.close and attempt and attempt[-1] == self.close[0]:
+            return [*self.close[1:], *self.instruction]
+        return [*self.close, *self.instruction]
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool, **kwargs) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True, **kwargs
+    )["input_ids"]
+    return list(ids)
+
+
+def build_chat_suffix(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    end_of_turn_ids: Sequence[int],
+    chat_template_kwargs: dict | None = None,
+) -> TurnSuffix:
+    """The suffix for conversational prompts, from the chat template applied to a one-turn dummy conversation."""
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            "The tokenizer has no chat template, but the prompts are conversational. Set `tokenizer.chat_template`, "
+            "or give plain-text prompts and set `instruction_template` in the config."
+        )
+    kwargs = chat_template_kwargs or {}
+    user = [{"role": "user", "content": "Question?"}]
+    answered = [*user, {"role": "assistant", "content": "Answer."}]
+    prompt_ids = _render(tokenizer, user, True, **kwargs)
+    answered_ids = _render(tokenizer, answered, False, **kwargs)
+    next_ids = _render(tokenizer, [*answered, {"role": "user", "content": instruction}], True, **kwargs)
+    if answered_ids[: len(prompt_ids)] != prompt_ids or next_ids[: len(answered_ids)] != answered_ids:
+        raise ValueError(
+            "The chat template does not render a conversation as a prefix of its continuation (some templates "
+            "rewrite earlier turns, e.g. by dropping reasoning). Pass a `chat_template` that appends turns, or use "
+            "plain-text prompts with `instruction_template`."
+        )
+    answer_and_close = answered_ids[len(prompt_ids) :]
+    ends = [i for i, token in enumerate(answer_and_close) if token in set(end_of_turn_ids)]
+    if not ends:
+        raise ValueError(
+            f"The chat template closes an assistant turn with none of the end-of-turn tokens {list(end_of_turn_ids)} "
+            "the model generates. Set `generation_config.eos_token_id` to the template's end-of-turn token."
+        )
+    return TurnSuffix(close=tuple(answer_and_close[ends[0] :]), instruction=tuple(next_ids[len(answered_ids) :]))
+
+
+def build_text_suffix(tokenizer: PreTrainedTokenizerBase, instruction: str, instruction_template: str) -> TurnSuffix:
+    """The suffix for plain-text prompts: `instruction_template` (with an `{instruction}` field), tokenised once."""
+    text = instruction_template.format(instruction=instruction)
+    return TurnSuffix(close=(), instruction=tuple(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+@dataclass
+class MultiTurnRollout:
+    """What a multi-turn rollout produced, one row per sample.
+
+    `attempts[k][i]` are the model's tokens for turn k+1 of sample i, `suffixes[k][i]` the instruction tokens before
+    turn k+2, and `logprobs[k][i]` the sampler's log-probs of `attempts[k][i]` (None without vLLM).
+    """
+
+    prompt_ids: list[list[int]]
+    attempts: list[list[list[int]]]
+    suffixes: list[list[list[int]]]
+    logprobs: list[list[list[float]]] | None
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.attempts)
+
+    def completion_ids(self) -> list[list[int]]:
+        """`y1 | s2 | y2 | ...` per sample: what the trainer scores and trains on after the turn-1 prompt."""
+        return [self._join(i, self.attempts, self.suffixes) for i in range(len(self.prompt_ids))]
+
+    def turn_labels(self) -> list[list[int]]:
+        """Per completion token: k for a token of attempt k, 0 for an instruction token."""
+        labels = [[[turn + 1] * len(row) for row in rows] for turn, rows in enumerate(self.attempts)]
+        suffixes = [[[0] * len(row) for row in rows] for rows in self.suffixes]
+        return [self._join(i, labels, suffixes) for i in range(len(self.prompt_ids))]
+
+    def completion_logprobs(self) -> list[list[float]] | None:
+        """Sampler log-probs aligned with `completion_ids` (0.0 on instruction tokens, which are never sampled)."""
+        if self.logprobs is None:
+            return None
+        suffixes = [[[0.0] * len(row) for row in rows] for rows in self.suffixes]
+        return [self._join(i, self.logprobs, suffixes) for i in range(len(self.prompt_ids))]
+
+    def turn_prompt_ids(self, turn: int) -> list[list[int]]:
+        """The context the model saw before attempt `turn` (1-based)."""
+        rows = []
+        for i, prompt in enumerate(self.prompt_ids):
+            context = list(prompt)
+            for k in range(turn - 1):
+                context += self.attempts[k][i] + self.suffixes[k][i]
+            rows.append(context)
+        return rows
+
+    @staticmethod
+    def _join(i: int, attempts: list, suffixes: list) -> list:
+        row = list(attempts[0][i])
+        for suffix, attempt in zip(suffixes, attempts[1:], strict=True):
+            row += suffix[i] + attempt[i]
+        return row
+
+
+def generate_turns(
+    generate: GenerateFn,
+    prompt_ids: list[list[int]],
+    suffixes: Sequence[Sequence[TurnSuffix]],
+    num_generations: int = 1,
+) -> MultiTurnRollout:
+    """Run `len(suffixes) + 1` turns: each a single batched `generate` call over every sample.
+
+    `suffixes[k][i]` is the suffix leading into turn k+2 for sample i. `num_generations` applies to turn 1 only
+    (rows of `prompt_ids` come repeated that many times, as TRL's sampler gives them); later turns continue each
+    sample once.
+    """
+    attempts, suffix_rows, logprobs = [], [], []
+    contexts = [list(ids) for ids in prompt_ids]
+    for turn in range(len(suffixes) + 1):
+        if turn > 0:
+            rows = [suffix.after(attempt) for suffix, attempt in zip(suffixes[turn - 1], attempts[-1], strict=True)]
+            contexts = [context + row for context, row in zip(contexts, rows, strict=True)]
+            suffix_rows.append(rows)
+        ids, lps = generate(contexts, num_generations if turn == 0 else 1)
+        attempts.append([list(row) for row in ids])
+        logprobs.append(lps)
+        contexts = [context + row for context, row in zip(contexts, attempts[-1], strict=True)]
+    has_logprobs = all(lp is not None for lp in logprobs)
+    return MultiTurnRollout(prompt_ids, attempts, suffix_rows, logprobs if has_logprobs else None)

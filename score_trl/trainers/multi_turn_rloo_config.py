@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from ..prompts import MATH_CORRECTION_INSTRUCTION
+
+
+@dataclass
+class MultiTurnRLOOConfig(GRPOConfig):
+    r"""
+    Configuration for [`MultiTurnRLOOTrainer`], SCoRe's Stage II: on-policy RL on every turn, with leave-one-out
+    (RLOO) baselines and the shaped reward `r_k + alpha * (r_k - r_{k-1})` on turns after the first.
+
+    Everything of [`~trl.GRPOConfig`] applies (generation, vLLM, logging, saving). Only the parameters below are
+    specific to self-correction; `beta` is derived from `turn_betas` and should not be set directly.
+
+    Parameters:
+        > Turns
+
+        num_turns (`int`, *optional*, defaults to `2`):
+            Attempts per episode. 2 is the paper's setting; each extra turn repeats the instruction.
+        turn_instruction (`str`, *optional*, defaults to the paper's MATH instruction):
+            The fixed self-correction instruction shown after each attempt.
+        instruction_template (`str`, *optional*, defaults to `"\n\n{instruction}\n\n"`):
+            How the instruction is written between attempts for plain-text (non-conversational) prompts.
+        max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
+            Longest turn-1 prompt, in tokens; a longer one is an error. `None` allows any length.
+
+        > Rewards and KL
+
+        alpha (`float`, *optional*, defaults to `10.0`):
+            Reward-shaping coefficient (paper: 10). 0 trains every turn on its own reward.
+        turn_betas (`list[float]`, *optional*, defaults to `[0.01, 0.01]`):
+            Per-turn weight of the per-token k3 KL to the reference model (paper's Stage II: 0.01 on both).
+        correct_threshold (`float`, *optional*, defaults to `1.0`):
+            A turn counts as correct in the logged accuracy and flip metrics when its summed reward is at least
+            this.
+    """
+
+    num_turns: int = field(default=2, metadata={"help": "Attempts per episode (the paper uses 2)."})
+    turn_instruction: str = field(
+        default=MATH_CORRECTION_INSTRUCTION,
+        metadata={"help": "The fixed self-correction instruction shown after each attempt (paper's MATH default)."},
+    )
+    instruction_template: str = field(
+        default="\n\n{instruction}\n\n",
+        metadata={"help": "Template with an `{instruction}` field, used between attempts for plain-text prompts."},
+    )
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "Longest turn-1 prompt in tokens; longer prompts are an error."}
+    )
+    alpha: float = field(default=10.0, metadata={"help": "Reward-shaping coefficient alpha (paper: 10)."})
+    turn_betas: list[float] = field(
+        default_factory=lambda: [0.01, 0.01],
+        metadata={"help": "Per-turn KL weights, one per turn (a single value applies to every turn)."},
+    )
+    correct_threshold: float = field(
+        default=1.0, metadata={"help": "Summed reward at or above which a turn counts as correct in the logs."}
+    )
+
+    def __post_init__(self):
+        if self.num_turns < 2:
+            raise ValueError(f"num_turns={self.num_turns}: self-correction needs at least 2 turns.")
+        if self.num_generations is None or self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations}: the leave-one-out baseline needs at least 2 samples per "
+                "prompt. Set num_generations >= 2."
+            )
+        if "{instruction}" not in self.instruction_template:
+            raise ValueError("instruction_template must contain the field `{instruction}`.")
+        if len(self.turn_betas) == 1:
+            self.turn_betas = list(self.turn_betas) * self.num_turns
+        if len(self.turn_betas) != self.num_turns or any(b < 0 for b in self.turn_betas):
+            raise ValueError(
+                f"turn_betas={self.turn_betas}: give one non-negative KL weight per turn ({self.num_turns} values)."
+            )
+        if self.alpha < 0:
+            raise ValueError(f"alpha={self.alpha}: the shaping coefficient must be >= 0 (paper: 10).")
+        # TRL builds the reference model and computes its log-probs only when `beta != 0`.
+        self.beta = float(max(self.turn_betas))
+        super().__post_init__()

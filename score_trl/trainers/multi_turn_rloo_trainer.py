@@ -1,0 +1,338 @@
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import textwrap
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import GRPOTrainer
+from trl.data_utils import is_conversational
+from trl.trainer.utils import pad
+
+from ..metrics import answer_changed, edit_distance_ratio, transition_rates
+from ..rewards.shaping import leave_one_out_advantages, shaped_returns
+from ..rollout import MultiTurnRollout, TurnSuffix, build_chat_suffix, build_text_suffix, generate_turns
+from .multi_turn_rloo_config import MultiTurnRLOOConfig
+
+
+SCORE_PAPER = {
+    "title": "Training Language Models to Self-Correct via Reinforcement Learning",
+    "id": "2409.12917",
+    # docstyle-ignore
+    "citation": textwrap.dedent("""\
+        @inproceedings{kumar2025training,
+            title        = {{Training Language Models to Self-Correct via Reinforcement Learning}},
+            author       = {Aviral Kumar and Vincent Zhuang and Rishabh Agarwal and Yi Su and John D. Co-Reyes and Avi Singh and Kate Baumli and Shariq Iqbal and Colton Bishop and Rebecca Roelofs and Lei M. Zhang and Kay McKinney and Disha Shrivastava and Cosmin Paduraru and George Tucker and Doina Precup and Feryal Behbahani and Aleksandra Faust},
+            booktitle    = {The Thirteenth International Conference on Learning Representations, {ICLR} 2025},
+            year         = 2025,
+            eprint       = {arXiv:2409.12917},
+        }"""),
+}
+
+
+class _TurnWeightedBeta(float):
+    """Stands in for `GRPOTrainer.beta` while the loss is computed.
+
+    TRL 1.16's `_compute_loss` adds `self.beta * per_token_kl` with a scalar beta and has no hook for a per-token
+    weight. This float compares like the scalar (TRL's `beta != 0` checks) and, multiplied by the (B, T) per-token
+    KL, returns it weighted per turn; it keeps the KL it saw for the per-turn KL logs.
+    """
+
+    def __new__(cls, value: float, weights: torch.Tensor):
+        obj = super().__new__(cls, value)
+        obj.weights, obj.per_token_kl = weights, None
+        return obj
+
+    def __mul__(self, other):
+        if isinstance(other, torch.Tensor) and other.shape == self.weights.shape:
+            self.per_token_kl = other.detach()
+            return self.weights.to(other.dtype) * other
+        return float(self) * other
+
+    __rmul__ = __mul__
+
+
+class MultiTurnRLOOTrainer(GRPOTrainer):
+    """
+    SCoRe Stage II (Kumar et al., 2024): multi-turn on-policy RL for intrinsic self-correction.
+
+    Each prompt is answered, shown a fixed instruction (`args.turn_instruction`) and answered again. Every turn is
+    scored by the reward functions separately; turn 1 trains on r1 and turn k > 1 on `r_k + alpha * (r_k - r_{k-1})`,
+    each with leave-one-out (RLOO) advantages over the `num_generations` samples of its prompt and a per-token KL to
+    the reference model weighted per turn (`args.turn_betas`). Instruction tokens are attended to but carry no loss.
+
+    It subclasses [`~trl.GRPOTrainer`] for its generation backends (transformers, vLLM), its per-token loss and its
+    logging; with the leave-one-out advantages it computes, the policy gradient is the RLOO estimator. Subclass and
+    override [`get_turn_instruction`] or [`compute_turn_returns`] to adapt it to a new task.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
+    >>> from score_trl.rewards import math_reward
+
+    >>> dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 2+2?"}], "answer": "4"}] * 8)
+    >>> trainer = MultiTurnRLOOTrainer(
+    ...     model="Qwen/Qwen2.5-Math-1.5B-Instruct",
+    ...     reward_funcs=math_reward,
+    ...     args=MultiTurnRLOOConfig(output_dir="score-stage2", num_generations=4),
+    ...     train_dataset=dataset,
+    ... )  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+    ```
+    """
+
+    _tag_names = ["trl", "score", "self-correction", "rloo"]
+    _name = "SCoRe (Stage II, multi-turn RLOO)"
+    _paper = SCORE_PAPER
+    _config_class = MultiTurnRLOOConfig
+
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: MultiTurnRLOOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        callbacks=None,
+        optimizers=(None, None),
+        peft_config=None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path or "model"
+            args = self._config_class(f"{name.split('/')[-1]}-SCoRe")
+        if not isinstance(args, MultiTurnRLOOConfig):
+            raise TypeError(f"args must be a MultiTurnRLOOConfig, got {type(args).__name__}.")
+        for split, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            columns = getattr(dataset, "column_names", None)
+            if isinstance(columns, list) and "prompt" not in columns:
+                raise ValueError(f"{split} has no `prompt` column (columns: {columns}): rename the problem column.")
+
+        # TRL rebuilds the reference model from `config._name_or_path`, which an in-memory model may lack, or whose
+        # weights on disk may differ from the object's. So TRL builds it (and prepares it its own way) from a
+        # temporary save of the object itself.
+        needs_ref_copy = (
+            not isinstance(model, str) and args.beta != 0.0 and peft_config is None and not is_peft_model(model)
+        )
+        with contextlib.ExitStack() as stack:
+            if needs_ref_copy:
+                name_or_path, ref_dir = model.config._name_or_path, stack.enter_context(tempfile.TemporaryDirectory())
+                model.save_pretrained(ref_dir)
+                model.config._name_or_path = ref_dir
+                stack.callback(setattr, model.config, "_name_or_path", name_or_path)
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                peft_config=peft_config,
+            )
+
+        # Set after __init__: `rollout_func` is TRL's (experimental) hook for custom generation; passing it to
+        # __init__ would only add a warning addressed to end users.
+        self.rollout_func = self._rollout
+        self._suffixes: dict[tuple[str, bool], TurnSuffix] = {}
+        self._turn_betas = torch.tensor([0.0, *args.turn_betas])
+
+    # ----- the two documented hooks ---------------------------------------------------------------------------------
+
+    def get_turn_instruction(self, example: dict[str, Any], turn: int) -> str:
+        """The instruction shown before attempt `turn` (2, 3, ...) of `example` (a dataset row).
+
+        Defaults to `args.turn_instruction` for every problem; override to read it from a column, for instance.
+        """
+        return self.args.turn_instruction
+
+    def compute_turn_returns(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Per-turn returns from per-turn rewards, both (num_samples, num_turns); NaN marks an unjudged sample.
+
+        Stage II: turn 1 gets r1, turn k > 1 gets `r_k + alpha * (r_k - r_{k-1})`.
+        """
+        return shaped_returns(rewards, self.args.alpha)
+
+    # ----- rollout ---------------------------------------------------------------------------------------------------
+
+    def _turn_suffix(self, instruction: str, conversational: bool) -> TurnSuffix:
+        key = (instruction, conversational)
+        if key not in self._suffixes:  # built once per distinct instruction, not per sample
+            if conversational:
+                self._suffixes[key] = build_chat_suffix(
+                    self.processing_class, instruction, self.eos_token_ids, self.chat_template_kwargs
+                )
+            else:
+                self._suffixes[key] = build_text_suffix(
+                    self.processing_class, instruction, self.args.instruction_template
+                )
+        return self._suffixes[key]
+
+    def _rollout(self, prompts: list, trainer: GRPOTrainer | None = None) -> dict[str, list]:
+        conversational = is_conversational({"prompt": prompts[0]})
+        if conversational and self.processing_class.chat_template is None and self.chat_template is None:
+            build_chat_suffix(self.processing_class, "", self.eos_token_ids)  # raises the explanatory error
+        prompt_ids, _, _ = self._tokenize_prompts(prompts)
+        prompt_ids = [list(ids) for ids in prompt_ids]
+        limit = self.args.max_prompt_length
+        if limit is not None and max(map(len, prompt_ids)) > limit:
+            raise ValueError(
+                f"A prompt has {max(map(len, prompt_ids))} tokens, more than max_prompt_length={limit}. Filter long "
+                "prompts out of the dataset or raise max_prompt_length."
+            )
+        self._instructions = [
+            [self.get_turn_instruction(row, turn) for row in self._batch_inputs]
+            for turn in range(2, self.args.num_turns + 1)
+        ]
+        suffixes = [[self._turn_suffix(text, conversational) for text in turn] for turn in self._instructions]
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        self._last_rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, num_generations)
+        labels = self._last_rollout.turn_labels()
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": self._last_rollout.completion_ids(),
+            "logprobs": self._last_rollout.completion_logprobs(),
+            "env_mask": [[int(label > 0) for label in row] for row in labels],
+        }
+
+    def _generate_ids(self, prompt_ids: list[list[int]], num_generations: int):
+        return self._generate_single_turn(prompt_ids, None, {}, num_generations)
+
+    # ----- rewards, returns, advantages -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _turn_scoped_logs(self, turn: int):
+        # Reward functions log extra columns once per call; scored once per turn, they get one column per turn.
+        self._log_completion_extra = lambda column, values: GRPOTrainer._log_completion_extra(
+            self, f"turn{turn}/{column}", values
+        )
+        self._log_metric = lambda name, value: GRPOTrainer._log_metric(self, f"turn{turn}/{name}", value)
+        try:
+            yield
+        finally:
+            del self._log_completion_extra, self._log_metric
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rollout: MultiTurnRollout = self._last_rollout
+        conversational = is_conversational({"prompt": prompts[0]})
+        self._turn_texts = [
+            self.processing_class.batch_decode(ids, skip_special_tokens=True) for ids in rollout.attempts
+        ]
+        per_turn, turn_prompts = [], list(prompts)
+        for turn, texts in enumerate(self._turn_texts):
+            if turn > 0:
+                previous, instructions = self._turn_texts[turn - 1], self._instructions[turn - 1]
+                if conversational:
+                    turn_prompts = [
+                        [*p, {"role": "assistant", "content": y}, {"role": "user", "content": s}]
+                        for p, y, s in zip(turn_prompts, previous, instructions, strict=True)
+                    ]
+                else:
+                    template = self.args.instruction_template
+                    turn_prompts = [
+                        p + y + template.format(instruction=s)
+                        for p, y, s in zip(turn_prompts, previous, instructions, strict=True)
+                    ]
+            turn_completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+            with self._turn_scoped_logs(turn + 1):
+                per_turn.append(
+                    super()._calculate_rewards(inputs, turn_prompts, turn_completions, rollout.attempts[turn])
+                )
+        self._rewards_per_turn = torch.stack(per_turn, dim=1)  # (num_samples over all processes, num_turns, num_funcs)
+        return per_turn[-1]  # TRL's own `reward` and `rewards/<func>` logs then describe the final turn
+
+    def _generate_and_score_completions(self, inputs):
+        self._batch_inputs = inputs  # the rollout reads per-problem instructions from the rows
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+
+        weighted = self._rewards_per_turn * self.reward_weights.to(self._rewards_per_turn.device)
+        rewards = weighted.nansum(dim=-1)
+        rewards[torch.isnan(self._rewards_per_turn).all(dim=-1)] = torch.nan  # every function said "cannot judge"
+        advantages = leave_one_out_advantages(self.compute_turn_returns(rewards), num_generations)
+
+        device = output["completion_ids"].device
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        labels = pad(
+            [torch.tensor(row) for row in self._last_rollout.turn_labels()],
+            padding_value=0,
+            padding_side="right",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        ).to(device)
+        per_turn = torch.cat([torch.zeros_like(advantages[local, :1]), advantages[local]], dim=1).to(device)
+        output["advantages"] = per_turn.gather(1, labels)  # (B, T): each token gets its own turn's advantage
+        output["turn_labels"] = labels
+        self._log_turn_metrics(mode, rewards)
+        return output
+
+    # ----- loss ------------------------------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        labels = inputs["turn_labels"]
+        scalar_beta = self.beta
+        if scalar_beta == 0.0:
+            return super()._compute_loss(model, inputs)
+        self.beta = _TurnWeightedBeta(scalar_beta, self._turn_betas.to(labels.device)[labels])
+        try:
+            loss = super()._compute_loss(model, inputs)
+            per_token_kl = self.beta.per_token_kl
+        finally:
+            self.beta = scalar_beta
+        if per_token_kl is None:
+            raise RuntimeError(
+                "GRPOTrainer._compute_loss no longer multiplies `self.beta` into the per-token KL, so the per-turn KL "
+                "weights were not applied. Install the TRL version score-trl pins (see pyproject.toml)."
+            )
+        mode = "train" if self.model.training else "eval"
+        attended = inputs["completion_mask"].bool()
+        for turn in range(1, self.args.num_turns + 1):
+            in_turn = (labels == turn) & attended
+            totals = self.accelerator.reduce(torch.stack([per_token_kl[in_turn].sum(), in_turn.sum().float()]))
+            self._metrics[mode][f"turn{turn}/kl"].append((totals[0] / totals[1].clamp(min=1.0)).item())
+        return loss
+
+    # ----- logging ---------------------------------------------------------------------------------------------------
+
+    def _global_mean(self, values: list[float]) -> float:
+        device = self.accelerator.device
+        totals = self.accelerator.reduce(torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device))
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+    def _log_turn_metrics(self, mode: str, rewards: torch.Tensor) -> None:
+        """Per-turn reward and accuracy, the paper's flip rates (first vs last turn), answer changes and edit ratio."""
+        metrics = self._metrics[mode]
+        judged = ~torch.isnan(rewards)
+        correct = rewards >= self.args.correct_threshold
+        for turn in range(rewards.size(1)):
+            metrics[f"turn{turn + 1}/reward"].append(torch.nanmean(rewards[:, turn]).item())
+            metrics[f"turn{turn + 1}/accuracy"].append(
+                correct[judged[:, turn], turn].float().mean().nan_to_num().item()
+            )
+            metrics[f"turn{turn + 1}/unscored"].append((~judged[:, turn]).float().mean().item())
+        both = judged[:, 0] & judged[:, -1]
+        first, last = correct[both, 0].tolist(), correct[both, -1].tolist()
+        for key, value in transition_rates(first, last).items():
+            metrics[f"self_correction/{key}"].append(value)
+        texts_first, texts_last = self._turn_texts[0], self._turn_texts[-1]
+        changed = [answer_changed(a, b) for a, b in zip(texts_first, texts_last, strict=True)]
+        local = slice(
+            self.accelerator.process_index * len(changed), (self.accelerator.process_index + 1) * len(changed)
+        )
+        wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
+        metrics["self_correction/changed_rate"].append(self._global_mean(changed))
+        # The paper's collapse signal: how often a wrong first attempt is changed at all.
+        metrics["self_correction/changed_when_wrong"].append(
+            self._global_mean([c for c, wrong in zip(changed, wrong_first, strict=True) if wrong])
+        )
+        metrics["self_correction/edit_ratio"].append(
+            self._global_mean([edit_distance_ratio(a, b) for a, b in zip(texts_first, texts_last, strict=True)])
+        )
