@@ -19,6 +19,8 @@ from transformers import (
     Qwen2Config,
 )
 
+from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, MATH_SYSTEM_PROMPT
+
 
 __all__ = ["CHAT_TEMPLATE", "build_tiny_model", "build_tiny_tokenizer", "save_tiny_model"]
 
@@ -41,10 +43,14 @@ _CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "There might be an error in the solution above. Please correct the error, if any, and rewrite the solution.",
     "0 1 2 3 4 5 6 7 8 9 + - * / = ( ) { } [ ] \\frac \\sqrt",
+    # the package's instructions tokenise to about a token a word, as with a real tokenizer
+    MATH_SYSTEM_PROMPT,
+    MATH_CORRECTION_INSTRUCTION,
+    CODE_CORRECTION_INSTRUCTION,
 ]
 
 
-def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 320) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (any text round-trips) trained on a few lines, with a ChatML chat template.
 
     `pad_is_eos=True` builds the common pad == eos case (Llama/Qwen base models) that masks must survive.
