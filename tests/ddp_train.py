@@ -16,7 +16,7 @@ from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer  # noqa: E402
 from score_trl.rewards import completion_text  # noqa: E402
 
 
-def digit_reward(prompts, completions, **kwargs):
+def varied_reward(prompts, completions, **kwargs):
     return [float(any(ch.isdigit() for ch in completion_text(c))) for c in completions]
 
 
@@ -36,7 +36,7 @@ def main(model_path: str, out_dir: str) -> None:
         save_strategy="no",
         logging_steps=1,
     )
-    trainer = MultiTurnRLOOTrainer(model_path, digit_reward, args=args, train_dataset=Dataset.from_list(rows))
+    trainer = MultiTurnRLOOTrainer(model_path, varied_reward, args=args, train_dataset=Dataset.from_list(rows))
     trainer.train()
     digest = hashlib.sha256()
     for _, p in sorted(trainer.model.named_parameters()):

@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from score_trl import MultiTurnRLOOTrainer
 from score_trl.rewards import completion_text
-from tests.test_trainers import digit_reward, make_args
+from tests.test_trainers import make_args
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny_model_path):
@@ -31,6 +31,7 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_model_path):
 def test_peft_lora_trains_adapters_with_reference_as_disabled_adapters(tmp_path, tiny_model_path):
     peft = pytest.importorskip("peft")
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(6)]
+
     def length_reward(prompts, completions, **kwargs):  # varies between samples, so advantages are non-zero
         return [float(len(completion_text(c)) % 3) for c in completions]
 
