@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import textwrap
 from typing import Any
@@ -142,6 +143,9 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         # __init__ would only add a warning addressed to end users.
         self.rollout_func = self._rollout
         self._suffixes: dict[tuple[str, bool], TurnSuffix] = {}
+        # Evaluation results ({name: metrics}) that the model card lists under the card TRL writes; see
+        # examples/score_math.py.
+        self.model_card_metrics: dict[str, dict[str, float]] | None = None
         self._turn_betas = torch.tensor([0.0, *args.turn_betas])
 
     # ----- the two documented hooks ---------------------------------------------------------------------------------
@@ -299,6 +303,19 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
             totals = self.accelerator.reduce(torch.stack([per_token_kl[in_turn].sum(), in_turn.sum().float()]))
             self._metrics[mode][f"turn{turn}/kl"].append((totals[0] / totals[1].clamp(min=1.0)).item())
         return loss
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.model_card_metrics and self.is_world_process_zero():
+            columns = ["acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio"]
+            lines = ["", "## Self-correction results", "", "| model | " + " | ".join(columns) + " |"]
+            lines.append("|---" * (len(columns) + 1) + "|")
+            for name, metrics in self.model_card_metrics.items():
+                lines.append(
+                    f"| {name} | " + " | ".join(f"{metrics.get(c, float('nan')):.3f}" for c in columns) + " |"
+                )
+            with open(os.path.join(self.args.output_dir, "README.md"), "a") as f:
+                f.write("\n".join(lines) + "\n")
 
     # ----- logging ---------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,127 @@
+"""`score-trl-eval`: two-turn self-correction evaluation from the command line.
+
+score-trl-eval --model_name_or_path MODEL --dataset_name HuggingFaceH4/MATH-500 --split test --output_dir eval
+accelerate launch -m score_trl.cli --model_name_or_path MODEL ...     # one shard per process
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import TrlParser
+
+from .data.embedded import EMBEDDED_INSTRUCTION, EmbeddedRecipe, build_base_model, split_problems
+from .data.math import load_math
+from .evaluation import EvalSettings, evaluate, inference_scaling
+from .prompts import MATH_CORRECTION_INSTRUCTION
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalArguments:
+    """Options of `score-trl-eval`."""
+
+    model_name_or_path: str = field(
+        default="embedded", metadata={"help": "Hub id or path of the model; 'embedded' for the embedded base model."}
+    )
+    dataset_name: str = field(
+        default="embedded",
+        metadata={"help": "'embedded' (its 80 held-out problems), a MATH-style hub id or path, or a .jsonl file."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Config of the data set."})
+    split: str = field(default="test", metadata={"help": "Split to evaluate."})
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate at most this many problems."})
+    verifier: str = field(default="math", metadata={"help": "Verifier by name: 'math' or 'code'."})
+    instruction: str | None = field(
+        default=None, metadata={"help": "The self-correction instruction (default: the paper's, for math)."}
+    )
+    num_turns: int = field(default=2, metadata={"help": "Attempts per problem (>= 2)."})
+    max_new_tokens: int = field(default=1024, metadata={"help": "Tokens generated per turn."})
+    batch_size: int = field(default=16, metadata={"help": "Problems per generate call."})
+    do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with --do_sample)."})
+    first_attempts_file: str | None = field(
+        default=None, metadata={"help": "JSONL of fixed first attempts ({'id', 'y1'}): turn 1 is read, not generated."}
+    )
+    resume: bool = field(default=False, metadata={"help": "Skip problems already in the traces file."})
+    scaling_k: int = field(
+        default=0,
+        metadata={"help": "If > 0: inference-time scaling at k samples (k parallel vs k/2 self-corrected, voted)."},
+    )
+    output_dir: str = field(default="eval", metadata={"help": "Where metrics.json and traces.jsonl are written."})
+
+
+def _load_rows(args: EvalArguments) -> list[dict]:
+    if args.dataset_name == "embedded":
+        return split_problems()[1]
+    if args.dataset_name.endswith((".jsonl", ".json")):
+        with open(args.dataset_name) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if args.verifier == "math":
+        return load_math(args.dataset_name, args.split, args.dataset_config).to_list()
+    from datasets import load_dataset
+
+    return load_dataset(args.dataset_name, args.dataset_config, split=args.split).to_list()
+
+
+def main(args: EvalArguments) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    state = PartialState()
+    model_path = args.model_name_or_path
+    embedded = model_path == "embedded"
+    if embedded:
+        with state.main_process_first():
+            model_path = build_base_model(EmbeddedRecipe())
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(state.device)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    rows = _load_rows(args)[: args.max_samples]
+    default_instruction = EMBEDDED_INSTRUCTION if args.dataset_name == "embedded" else MATH_CORRECTION_INSTRUCTION
+    settings = EvalSettings(
+        num_turns=args.num_turns,
+        instruction=args.instruction or default_instruction,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    if args.scaling_k:
+        result = inference_scaling(model, tokenizer, rows, args.scaling_k, settings)
+        path = os.path.join(args.output_dir, "scaling.json")
+    else:
+        first_attempts = None
+        if args.first_attempts_file:
+            with open(args.first_attempts_file) as f:
+                first_attempts = {str(t["id"]): t["y1"] for t in map(json.loads, filter(str.strip, f))}
+        result, _ = evaluate(
+            model,
+            tokenizer,
+            rows,
+            args.verifier,
+            settings,
+            first_attempts=first_attempts,
+            traces_path=os.path.join(args.output_dir, "traces.jsonl"),
+            metrics_path=os.path.join(args.output_dir, "metrics.json"),
+            resume=args.resume,
+        )
+        path = os.path.join(args.output_dir, "metrics.json")
+    if state.is_main_process:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2)
+        print(" | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+    return result
+
+
+def run() -> None:
+    main(*TrlParser((EvalArguments,)).parse_args_and_config())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,211 @@
+r"""The embedded task: a self-contained self-correction testbed that runs offline in minutes on a CPU.
+
+Problems are "solve a * x + b = t mod 10" (a in {1, 3, 7, 9}, so x is unique: 400 problems, 80 held out from RL).
+Turn 1 answers `answer: \boxed{x}`; turn 2 first writes a check of the first answer, then answers again:
+`check: a * x1 = m , m + b = v , ok . answer: \boxed{x2}` ("no" when v != t). Checking is easier than solving, which leaves
+room for self-correction; the answers use `\boxed{}`, so the same `math_reward` scores the toy and MATH.
+
+The base model is a tiny Llama pretrained on two-turn traces of an imperfect solver: right at turn 1 with
+probability `p_correct`, always writing a correct check, then ignoring it: it keeps its first answer with probability
+`p_keep` and otherwise guesses another one. Like real base models, its second attempts are no better than its first
+(delta <= 0). `build_base_model` makes it deterministically (one thread, fixed seeds) and caches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+
+__all__ = [
+    "EMBEDDED_INSTRUCTION",
+    "EmbeddedRecipe",
+    "build_base_model",
+    "build_tokenizer",
+    "make_problems",
+    "split_problems",
+]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_INSTRUCTION = "There might be an error in the solution above . Please correct the error , if any ."
+_SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
+_WORDS = [
+    "user", "assistant", "system", "solve", "x", "*", "+", "=", "mod", "10", "answer:", "check:", ",", "ok", "no",
+    ".", *map(str, range(10)), *(f"\\boxed{{{d}}}" for d in range(10)), *EMBEDDED_INSTRUCTION.split(),
+]  # fmt: skip
+_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + ' ' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
+    "{%- else %}{{- message['content'] + '<|im_end|>' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant ' }}{%- endif %}"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedRecipe:
+    """Everything that determines the embedded base model; its hash names the cache entry."""
+
+    p_correct: float = 0.6
+    p_keep: float = 0.6
+    hidden_size: int = 128
+    num_layers: int = 2
+    pretrain_steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    seed: int = 0
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the task's ~60 words, with a chat template (assistant turns marked for SFT)."""
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(_SPECIALS + _WORDS))}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<|pad|>",
+        eos_token="<|im_end|>",
+        unk_token="[UNK]",
+        additional_special_tokens=["<|im_start|>"],
+        chat_template=_TEMPLATE,
+        padding_side="left",
+    )
+
+
+def make_problems() -> list[dict]:
+    """All 400 problems, each with `prompt` (conversational), `answer` (gold x) and an `id`."""
+    problems = []
+    for a in (1, 3, 7, 9):
+        for b in range(10):
+            for x in range(10):
+                t = (a * x + b) % 10
+                problems.append(
+                    {
+                        "id": f"{a}-{b}-{t}",
+                        "prompt": [{"role": "user", "content": f"solve {a} * x + {b} = {t} mod 10"}],
+                        "answer": str(x),
+                        "a": a,
+                        "b": b,
+                        "t": t,
+                    }
+                )
+    return problems
+
+
+def split_problems(held_out: int = 80, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(RL training problems, held-out evaluation problems), a fixed shuffle."""
+    problems = make_problems()
+    random.Random(seed).shuffle(problems)
+    return problems[held_out:], problems[:held_out]
+
+
+def first_attempt(x: int) -> str:
+    return f"answer: \\boxed{{{x}}}"
+
+
+def second_attempt(problem: dict, x1: int, x2: int) -> str:
+    # The check is written as two small steps (a product, then a sum, mod 10): each a two-input lookup that a tiny
+    # model learns quickly, while solving stays a three-input one. Checking is then really easier than solving.
+    a, b, t = problem["a"], problem["b"], problem["t"]
+    m = (a * x1) % 10
+    v = (m + b) % 10
+    return f"check: {a} * {x1} = {m} , {m} + {b} = {v} , {'ok' if v == t else 'no'} . answer: \\boxed{{{x2}}}"
+
+
+def _solver_trace(problem: dict, recipe: EmbeddedRecipe, rng: random.Random) -> list[dict]:
+    x = int(problem["answer"])
+    wrong = [d for d in range(10) if d != x]
+    x1 = x if rng.random() < recipe.p_correct else rng.choice(wrong)
+    x2 = x1 if rng.random() < recipe.p_keep else rng.choice([d for d in range(10) if d != x1])
+    return [
+        *problem["prompt"],
+        {"role": "assistant", "content": first_attempt(x1)},
+        {"role": "user", "content": EMBEDDED_INSTRUCTION},
+        {"role": "assistant", "content": second_attempt(problem, x1, x2)},
+    ]
+
+
+def _pretrain(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast, problems: list[dict]):
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=recipe.hidden_size,
+        intermediate_size=2 * recipe.hidden_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / recipe.pretrain_steps)
+    model.train()
+    for step in tqdm(range(recipe.pretrain_steps), desc="pretraining the embedded base model"):
+        batch = [_solver_trace(rng.choice(problems), recipe, rng) for _ in range(recipe.batch_size)]
+        # Right padding: positions then match generation's (Llama numbers positions from 0 without position ids).
+        encoded = tokenizer.apply_chat_template(
+            batch, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, padding=True,
+            padding_side="right", return_tensors="pt",
+        )  # fmt: skip
+        labels = encoded["input_ids"].masked_fill(encoded["assistant_masks"] == 0, -100)
+        loss = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % 100 == 0:
+            logger.info("pretraining step %d loss %.4f", step, loss.item())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SCORE_TRL_CACHE", Path.home() / ".cache" / "score_trl"))
+
+
+def build_base_model(recipe: EmbeddedRecipe | None = None, cache_dir: str | Path | None = None) -> str:
+    """The path of the embedded base model (and tokenizer), pretraining it on first use (minutes on one CPU thread).
+
+    Pretraining covers all 400 problems, the 80 held out from RL included, as a real base model has seen problems
+    like its evaluation set: held-out problems measure RL's effect, not the base model's generalisation.
+    """
+    recipe = recipe or EmbeddedRecipe()
+    path = Path(cache_dir or default_cache_dir()) / f"embedded-{recipe.key()}"
+    if (path / "config.json").exists():
+        return str(path)
+    logger.info("Pretraining the embedded base model into %s (once; later runs reuse it).", path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic, and faster than two threads for a model this small
+    try:
+        tokenizer = build_tokenizer()
+        model = _pretrain(recipe, tokenizer, make_problems())
+    finally:
+        torch.set_num_threads(threads)
+    tmp = path.with_name(path.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    tmp.rename(path)  # a crash mid-save never leaves a half-written cache entry
+    return str(path)

@@ -1,0 +1,270 @@
+"""Two-turn (or K-turn) evaluation of intrinsic self-correction: the paper's table row, plus every trace.
+
+Generation goes through the same `generate_turns` the trainers use, with a plain batched `model.generate` backend
+(greedy by default). Under `accelerate launch`, each process evaluates a shard and the main process gathers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .metrics import accuracy, self_correction_metrics
+from .prompts import MATH_CORRECTION_INSTRUCTION
+from .rewards import REWARD_FUNCS, extract_final_answer, verify_math
+from .rollout import GenerateFn, build_chat_suffix, build_text_suffix, generate_turns
+
+
+__all__ = ["EvalSettings", "evaluate", "hf_generate_fn", "inference_scaling", "metrics_from_traces"]
+
+_GOLD_COLUMNS = {"math": ["answer"], "code": ["test_list", "test"]}
+
+
+@dataclass
+class EvalSettings:
+    """How to evaluate: turns, instruction, decoding, batching."""
+
+    num_turns: int = 2
+    instruction: str = MATH_CORRECTION_INSTRUCTION
+    instruction_template: str = "\n\n{instruction}\n\n"
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    batch_size: int = 16
+    correct_threshold: float = 1.0
+
+
+def hf_generate_fn(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: EvalSettings,
+    progress: tqdm | None = None,
+) -> GenerateFn:
+    """A `GenerateFn` over `model.generate`: left-padded batches, each row cut after its first end-of-sequence."""
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
+
+    @torch.no_grad()
+    def generate(prompts: list[list[int]], num_generations: int) -> tuple[list[list[int]], None]:
+        outputs = []
+        for start in range(0, len(prompts), settings.batch_size):
+            batch = prompts[start : start + settings.batch_size]
+            width = max(map(len, batch))
+            ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in batch], device=model.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+            sampling = {"temperature": settings.temperature, "top_k": 0, "top_p": 1.0} if settings.do_sample else {}
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=settings.max_new_tokens,
+                pad_token_id=pad_id,
+                do_sample=settings.do_sample,
+                **sampling,
+            )
+            for row in out[:, width:].tolist():
+                cut = next((i + 1 for i, token in enumerate(row) if token in eos_ids), len(row))
+                outputs.append(row[:cut])
+            if progress is not None:
+                progress.update(len(batch))
+        return outputs, None
+
+    return generate
+
+
+def _check_columns(rows: Sequence[dict], verifier: str) -> None:
+    if not rows:
+        raise ValueError("The evaluation set is empty.")
+    if "prompt" not in rows[0]:
+        raise ValueError(f"The evaluation set has no `prompt` column (columns: {sorted(rows[0])}).")
+    needed = _GOLD_COLUMNS.get(verifier)
+    if needed is not None and not any(column in rows[0] for column in needed):
+        raise ValueError(
+            f"The evaluation set has none of the columns {needed} that the `{verifier}` verifier reads "
+            f"(columns: {sorted(rows[0])})."
+        )
+
+
+def _score(reward_func: Callable, rows: Sequence[dict], prompts: list, texts: list[str]) -> list[float | None]:
+    conversational = isinstance(rows[0]["prompt"], list)
+    completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+    columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"}
+    return list(reward_func(prompts=prompts, completions=completions, **columns))
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list) -> list[list[int]]:
+    if isinstance(prompts[0], list):
+        rendered = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return [list(ids) for ids in rendered["input_ids"]]
+    return [list(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
+def metrics_from_traces(traces: Sequence[dict], correct_threshold: float = 1.0) -> dict[str, float]:
+    """The paper's row from traces (keys `y1..yK`, `r1..rK`): first turn against last, plus Acc@t for every turn."""
+    if not traces:
+        raise ValueError("No traces to score.")
+    last = max(int(key[1:]) for key in traces[0] if key.startswith("r") and key[1:].isdigit())
+
+    def correct(turn: int) -> list:
+        return [None if t[f"r{turn}"] is None else t[f"r{turn}"] >= correct_threshold for t in traces]
+
+    metrics = self_correction_metrics(
+        correct(1), correct(last), [t["y1"] for t in traces], [t[f"y{last}"] for t in traces]
+    )
+    if last != 2:
+        metrics[f"acc_t{last}"] = metrics.pop("acc_t2")  # self_correction_metrics names the last turn "t2"
+    for turn in range(2, last):
+        metrics[f"acc_t{turn}"] = accuracy(correct(turn))
+    return metrics
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    verifier: str | Callable = "math",
+    settings: EvalSettings | None = None,
+    first_attempts: dict[str, str] | None = None,
+    traces_path: str | None = None,
+    metrics_path: str | None = None,
+    resume: bool = False,
+) -> tuple[dict[str, float], list[dict]]:
+    """Evaluate self-correction on `rows` (dicts with `prompt`, the verifier's gold columns and optionally `id`).
+
+    `first_attempts` maps problem ids to fixed turn-1 texts (MBPP-R-style offline repair): turn 1 is then read,
+    never generated. With `traces_path`, every trace is written as JSONL; with `resume`, problems already there are
+    not evaluated again. Returns the metrics (and writes them to `metrics_path`) and the traces.
+    """
+    settings = settings or EvalSettings()
+    reward_func = REWARD_FUNCS[verifier] if isinstance(verifier, str) else verifier
+    rows = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)]
+    _check_columns(rows, verifier if isinstance(verifier, str) else "")
+    if first_attempts is not None:
+        missing = [row["id"] for row in rows if row["id"] not in first_attempts]
+        if missing:
+            raise ValueError(f"No fixed first attempt for {len(missing)} problem ids, e.g. {missing[:10]}.")
+
+    done: list[dict] = []
+    if resume and traces_path and os.path.exists(traces_path):
+        with open(traces_path) as f:
+            done = [json.loads(line) for line in f if line.strip()]
+        finished = {t["id"] for t in done}
+        rows = [row for row in rows if row["id"] not in finished]
+
+    state = PartialState()
+    shard = rows[state.process_index :: state.num_processes]
+    traces = _evaluate_shard(model, tokenizer, shard, reward_func, settings, first_attempts) if shard else []
+    traces = gather_object(traces) if state.num_processes > 1 else traces
+
+    all_traces = done + traces
+    metrics = metrics_from_traces(all_traces, settings.correct_threshold)
+    if state.is_main_process:
+        if traces_path:
+            with open(traces_path, "a" if resume else "w") as f:
+                f.writelines(json.dumps(trace) + "\n" for trace in traces)
+        if metrics_path:
+            with open(metrics_path, "w") as f:
+                json.dump(metrics, f, indent=2)
+    return metrics, all_traces
+
+
+def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempts) -> list[dict]:
+    prompts = [row["prompt"] for row in rows]
+    conversational = isinstance(prompts[0], list)
+    prompt_ids = _tokenize(tokenizer, prompts)
+    eos_ids = [tokenizer.eos_token_id]
+    if conversational:
+        suffix = build_chat_suffix(tokenizer, settings.instruction, eos_ids)
+    else:
+        suffix = build_text_suffix(tokenizer, settings.instruction, settings.instruction_template)
+    generated_turns = settings.num_turns - (first_attempts is not None)
+    progress = tqdm(
+        total=len(rows) * generated_turns, desc="two-turn evaluation", disable=not PartialState().is_local_main_process
+    )
+    generate = hf_generate_fn(model, tokenizer, settings, progress)
+    if first_attempts is not None:
+        fixed = [tokenizer(first_attempts[row["id"]], add_special_tokens=False)["input_ids"] + eos_ids for row in rows]
+        base, calls = generate, []
+
+        def generate(contexts, num_generations):  # turn 1 is read, not generated
+            calls.append(len(calls))
+            return (fixed, None) if len(calls) == 1 else base(contexts, num_generations)
+
+    was_training = model.training
+    model.eval()
+    rollout = generate_turns(generate, prompt_ids, [[suffix] * len(rows)] * (settings.num_turns - 1))
+    model.train(was_training)
+    progress.close()
+
+    texts = [tokenizer.batch_decode(attempts, skip_special_tokens=True) for attempts in rollout.attempts]
+    turn_prompts, rewards = list(prompts), []
+    for turn, turn_texts in enumerate(texts):
+        if turn > 0:
+            if conversational:
+                turn_prompts = [
+                    [*p, {"role": "assistant", "content": y}, {"role": "user", "content": settings.instruction}]
+                    for p, y in zip(turn_prompts, texts[turn - 1], strict=True)
+                ]
+            else:
+                note = settings.instruction_template.format(instruction=settings.instruction)
+                turn_prompts = [p + y + note for p, y in zip(turn_prompts, texts[turn - 1], strict=True)]
+        rewards.append(_score(reward_func, rows, turn_prompts, turn_texts))
+    return [
+        {
+            "id": row["id"],
+            **{f"y{k + 1}": texts[k][i] for k in range(len(texts))},
+            **{f"r{k + 1}": rewards[k][i] for k in range(len(texts))},
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
+def _majority_correct(answers: list[str | None], gold: str) -> bool:
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return False
+    answer = votes.most_common(1)[0][0]
+    return verify_math(f"\\boxed{{{answer}}}", gold) == 1.0
+
+
+def inference_scaling(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict],
+    k: int,
+    settings: EvalSettings | None = None,
+) -> dict[str, float]:
+    """The paper's section 6.2 at a budget of `k` samples per problem (math verifier, majority vote over answers):
+    `parallel`, k first attempts voted; `sequential`, k/2 first attempts each self-corrected once, the k/2 second
+    attempts voted. Runs in one process."""
+    if k < 2 or k % 2:
+        raise ValueError(f"k={k}: the budget must be an even number >= 2 (k/2 attempts, each corrected once).")
+    settings = settings or EvalSettings(do_sample=True)
+    _check_columns(rows, "math")
+    rows = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)]
+    sampled = {**settings.__dict__, "do_sample": True}
+    reward = REWARD_FUNCS["math"]
+    one_turn, two_turns = EvalSettings(**{**sampled, "num_turns": 1}), EvalSettings(**{**sampled, "num_turns": 2})
+    parallel = _evaluate_shard(model, tokenizer, [r for r in rows for _ in range(k)], reward, one_turn, None)
+    sequential = _evaluate_shard(model, tokenizer, [r for r in rows for _ in range(k // 2)], reward, two_turns, None)
+    answers = {"parallel": [extract_final_answer(t["y1"]) for t in parallel]}
+    answers["sequential"] = [extract_final_answer(t["y2"]) for t in sequential]
+    result = {}
+    for mode, per_sample in answers.items():
+        group = k if mode == "parallel" else k // 2
+        hits = [
+            _majority_correct(per_sample[i * group : (i + 1) * group], str(row["answer"]))
+            for i, row in enumerate(rows)
+        ]
+        result[f"{mode}_acc"] = sum(hits) / len(hits)
+    result["k"] = k
+    return result

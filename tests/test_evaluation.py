@@ -1,0 +1,118 @@
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from score_trl.cli import EvalArguments
+from score_trl.evaluation import EvalSettings, evaluate, metrics_from_traces
+from score_trl.metrics import self_correction_metrics
+
+
+SETTINGS = EvalSettings(max_new_tokens=6, batch_size=4)
+ROWS = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model_path):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_path), AutoTokenizer.from_pretrained(tiny_model_path)
+
+
+def test_metrics_equal_the_metrics_module_on_the_written_traces(tmp_path, model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    traces_path, metrics_path = tmp_path / "traces.jsonl", tmp_path / "metrics.json"
+    fixed = {str(i): (rf"\boxed{{{i + 1}}}" if i % 2 else r"\boxed{0}") for i in range(6)}  # half right at t1
+    metrics, _ = evaluate(
+        model, tokenizer, ROWS, "math", SETTINGS, fixed, traces_path=str(traces_path), metrics_path=str(metrics_path)
+    )
+    traces = [json.loads(line) for line in traces_path.read_text().splitlines()]
+    assert len(traces) == 6 and set(traces[0]) == {"id", "y1", "y2", "r1", "r2"}
+    expected = self_correction_metrics(
+        [t["r1"] for t in traces], [t["r2"] for t in traces], [t["y1"] for t in traces], [t["y2"] for t in traces]
+    )
+    assert metrics == expected == json.loads(metrics_path.read_text())
+    assert metrics["acc_t1"] == 0.5
+    assert set(metrics) == {"acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio", "n"}
+
+
+def test_fixed_first_attempts_are_never_generated(model_and_tokenizer, monkeypatch):
+    model, tokenizer = model_and_tokenizer
+    prompt_lengths = []
+    original = model.generate
+
+    def spy(**kwargs):
+        prompt_lengths.append(kwargs["input_ids"].shape[1])
+        return original(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    fixed = {str(i): "I think it is \\boxed{7}" for i in range(6)}
+    _, traces = evaluate(model, tokenizer, ROWS, "math", SETTINGS, fixed)
+    assert [t["y1"] for t in traces] == ["I think it is \\boxed{7}"] * 6
+    first_turn_width = len(tokenizer.apply_chat_template(ROWS[0]["prompt"], add_generation_prompt=True))
+    assert len(prompt_lengths) == 2  # turn 2 only, in batches of 4
+    assert min(prompt_lengths) > first_turn_width + 10  # every call already holds y1 and the instruction
+
+
+def test_missing_fixed_attempts_are_named(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ValueError, match=r"6 problem ids.*'0'"):
+        evaluate(model, tokenizer, ROWS, "math", SETTINGS, {"x": "y"})
+
+
+def test_missing_gold_column_names_it_and_the_verifier(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ValueError, match=r"\['answer'\].*`math` verifier"):
+        evaluate(model, tokenizer, [{"prompt": r["prompt"]} for r in ROWS], "math", SETTINGS)
+
+
+def test_resume_skips_finished_problems(tmp_path, model_and_tokenizer, monkeypatch):
+    model, tokenizer = model_and_tokenizer
+    traces_path = tmp_path / "traces.jsonl"
+    evaluate(model, tokenizer, ROWS[:4], "math", SETTINGS, traces_path=str(traces_path))
+    calls = []
+    original = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: calls.append(kw["input_ids"].shape[0]) or original(**kw))
+    metrics, traces = evaluate(model, tokenizer, ROWS, "math", SETTINGS, traces_path=str(traces_path), resume=True)
+    assert calls == [2, 2]  # only the two unfinished problems, once per turn
+    assert metrics["n"] == 6 and len(traces_path.read_text().splitlines()) == 6
+    assert metrics == metrics_from_traces(traces)
+
+
+def test_more_turns(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    metrics, traces = evaluate(model, tokenizer, ROWS[:2], "math", dataclasses.replace(SETTINGS, num_turns=3))
+    assert {"y3", "r3"} <= set(traces[0]) and {"acc_t2", "acc_t3"} <= set(metrics)
+
+
+def test_cli_help_documents_every_option():
+    result = subprocess.run(["score-trl-eval", "--help"], capture_output=True, text=True, check=True)
+    for option in (f.name for f in dataclasses.fields(EvalArguments)):
+        assert f"--{option}" in result.stdout
+
+
+def test_cli_run_writes_both_files(tmp_path, tiny_model_path):
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in ROWS))
+    out = tmp_path / "eval"
+    command = [
+        sys.executable, "-m", "score_trl.cli", "--model_name_or_path", tiny_model_path, "--dataset_name", str(data),
+        "--max_new_tokens", "4", "--output_dir", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    assert json.loads((out / "metrics.json").read_text())["n"] == 6
+    assert len((out / "traces.jsonl").read_text().splitlines()) == 6
+
+
+def test_docs_build_in_strict_mode(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
