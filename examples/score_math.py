@@ -28,21 +28,19 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
-from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
-from score_trl.data.embedded import EmbeddedRecipe, build_base_model, split_problems
-from score_trl.data.math import load_math
+from score_trl.data import EmbeddedRecipe, build_base_model, load_math_task
 from score_trl.evaluation import EvalSettings, evaluate
+from score_trl.metrics import format_table
 from score_trl.rewards import math_reward
 
 
 logger = logging.getLogger("score_math")
 EMBEDDED_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
-COLUMNS = ["acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio"]
 
 
 @dataclass
@@ -68,15 +66,6 @@ class ScriptArguments:
     )
     torch_threads: int | None = field(default=None, metadata={"help": "torch threads per process (None: torch's)."})
     smoke: bool = field(default=False, metadata={"help": "A one-minute run: few steps, a small eval set and base."})
-
-
-def load_data(script_args: ScriptArguments) -> tuple[Dataset, list[dict]]:
-    if script_args.dataset_name == "embedded":
-        train, held_out = split_problems()
-        return Dataset.from_list(train), held_out
-    train = load_math(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
-    held_out = load_math(script_args.eval_dataset_name, script_args.eval_split).to_list()
-    return train, held_out
 
 
 def run_evaluation(model_path: str, held_out: list[dict], script_args, training_args, name: str) -> dict:
@@ -134,14 +123,6 @@ def train_stage(
     return merged_dir, trainer
 
 
-def format_table(rows: dict[str, dict]) -> str:
-    lines = ["| model | " + " | ".join(COLUMNS) + " | n |", "|---" * (len(COLUMNS) + 2) + "|"]
-    for name, metrics in rows.items():
-        cells = " | ".join(f"{metrics[c]:.3f}" for c in COLUMNS)
-        lines.append(f"| {name} | {cells} | {metrics['n']} |")
-    return "\n".join(lines)
-
-
 def main(script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if script_args.torch_threads:
@@ -152,13 +133,18 @@ def main(script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model
         training_args.max_steps, script_args.stage1_max_steps = 3, 3
         script_args.max_eval_samples = 16
         training_args.save_strategy = "no"
-    train_dataset, held_out = load_data(script_args)
+    train_dataset, held_out = load_math_task(
+        script_args.dataset_name,
+        script_args.dataset_config,
+        script_args.dataset_train_split,
+        script_args.eval_dataset_name,
+        script_args.eval_split,
+    )
     if script_args.max_eval_samples:
         held_out = held_out[: script_args.max_eval_samples]
 
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,
-        "trust_remote_code": model_args.trust_remote_code,
         "attn_implementation": model_args.attn_implementation,
         **({"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}),
     }

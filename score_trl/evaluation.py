@@ -168,6 +168,8 @@ def evaluate(
     all_traces = done + traces
     metrics = metrics_from_traces(all_traces, settings.correct_threshold)
     if state.is_main_process:
+        for path in filter(None, (traces_path, metrics_path)):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         if traces_path:
             with open(traces_path, "a" if resume else "w") as f:
                 f.writelines(json.dumps(trace) + "\n" for trace in traces)

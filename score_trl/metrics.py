@@ -14,10 +14,12 @@ from .rewards.math import extract_final_answer
 
 
 __all__ = [
+    "TABLE_COLUMNS",
     "accuracy",
     "answer_changed",
     "answer_changed_rate",
     "edit_distance_ratio",
+    "format_table",
     "self_correction_metrics",
     "transition_rates",
 ]
@@ -84,3 +86,15 @@ def self_correction_metrics(
         "edit_ratio": sum(ratios) / len(ratios) if ratios else 0.0,
         "n": len(_pairs(correct_t1, correct_t2)),
     }
+
+
+TABLE_COLUMNS = ["acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio"]
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """A markdown table in the paper's columns, one row per named result."""
+    lines = ["| model | " + " | ".join(TABLE_COLUMNS) + " | n |", "|---" * (len(TABLE_COLUMNS) + 2) + "|"]
+    for name, metrics in rows.items():
+        cells = " | ".join(f"{metrics.get(c, float('nan')):.3f}" for c in TABLE_COLUMNS)
+        lines.append(f"| {name} | {cells} | {metrics.get('n', '')} |")
+    return "\n".join(lines)

@@ -7,7 +7,8 @@ room for self-correction; the answers use `\boxed{}`, so the same `math_reward` 
 
 The base model is a tiny Llama pretrained on two-turn traces of an imperfect solver: right at turn 1 with
 probability `p_correct`, always writing a correct check, then ignoring it: it keeps its first answer with probability
-`p_keep` and otherwise guesses another one. Like real base models, its second attempts are no better than its first
+`p_keep` and otherwise tries again, right with probability `p_correct` when its first answer was wrong (never
+repeating it). Acting on its own check would make it much better; ignoring it, it is worse at turn 2. Like real base models, its second attempts are no better than its first
 (delta <= 0). `build_base_model` makes it deterministically (one thread, fixed seeds) and caches it.
 """
 
@@ -67,6 +68,7 @@ class EmbeddedRecipe:
     batch_size: int = 64
     learning_rate: float = 3e-3
     seed: int = 0
+    trace_version: int = 2  # bump when the traces change, so that no stale cached model is reused
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -132,7 +134,11 @@ def _solver_trace(problem: dict, recipe: EmbeddedRecipe, rng: random.Random) -> 
     x = int(problem["answer"])
     wrong = [d for d in range(10) if d != x]
     x1 = x if rng.random() < recipe.p_correct else rng.choice(wrong)
-    x2 = x1 if rng.random() < recipe.p_keep else rng.choice([d for d in range(10) if d != x1])
+    if rng.random() < recipe.p_keep:
+        x2 = x1
+    else:  # a second, independent try at solving that never repeats the first answer
+        resolved = x != x1 and rng.random() < recipe.p_correct
+        x2 = x if resolved else rng.choice([d for d in wrong if d != x1])
     return [
         *problem["prompt"],
         {"role": "assistant", "content": first_attempt(x1)},

@@ -12,7 +12,7 @@ from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
-from ..metrics import answer_changed, edit_distance_ratio, transition_rates
+from ..metrics import answer_changed, edit_distance_ratio, format_table, transition_rates
 from ..rewards.shaping import leave_one_out_advantages, shaped_returns
 from ..rollout import MultiTurnRollout, TurnSuffix, build_chat_suffix, build_text_suffix, generate_turns
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
@@ -307,15 +307,8 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if self.model_card_metrics and self.is_world_process_zero():
-            columns = ["acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio"]
-            lines = ["", "## Self-correction results", "", "| model | " + " | ".join(columns) + " |"]
-            lines.append("|---" * (len(columns) + 1) + "|")
-            for name, metrics in self.model_card_metrics.items():
-                lines.append(
-                    f"| {name} | " + " | ".join(f"{metrics.get(c, float('nan')):.3f}" for c in columns) + " |"
-                )
             with open(os.path.join(self.args.output_dir, "README.md"), "a") as f:
-                f.write("\n".join(lines) + "\n")
+                f.write("\n## Self-correction results\n\n" + format_table(self.model_card_metrics) + "\n")
 
     # ----- logging ---------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,52 @@
+"""What both SFT baselines share: sampling two-turn traces with the evaluation rollout, and an SFT run on
+(x, y1, instruction) -> y2 pairs in TRL's conversational prompt/completion format (loss on the completion only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from ..evaluation import EvalSettings, evaluate
+
+
+def sample_traces(
+    model_path: str, rows: Sequence[dict], verifier: str, settings: EvalSettings, samples_per_problem: int
+) -> list[dict]:
+    """`samples_per_problem` sampled two-turn traces per problem from the model at `model_path` (ids repeat)."""
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    repeated = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows) for _ in range(samples_per_problem)]
+    sampled = EvalSettings(**{**settings.__dict__, "do_sample": True, "num_turns": 2})
+    _, traces = evaluate(model, tokenizer, repeated, verifier, sampled)
+    return traces
+
+
+def pair(problem: dict, first: str, instruction: str, second: str) -> dict:
+    """One SFT example: prompt = [x, assistant y1, user instruction], completion = [assistant y2]."""
+    return {
+        "prompt": [
+            *problem["prompt"],
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": instruction},
+        ],
+        "completion": [{"role": "assistant", "content": second}],
+        "id": str(problem["id"]),
+    }
+
+
+def sft_on_pairs(model_path: str, dataset: Dataset, args: SFTConfig) -> str:
+    """Fine-tune on the pairs with TRL's SFTTrainer (completion-only loss) and save to `args.output_dir`."""
+    if len(dataset) == 0:
+        raise ValueError("No training pairs: the sampled traces contain none of the kind this baseline keeps.")
+    trainer = SFTTrainer(
+        model=model_path,
+        args=args,
+        train_dataset=dataset.remove_columns([c for c in dataset.column_names if c not in ("prompt", "completion")]),
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+    )
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    return args.output_dir
