@@ -22,12 +22,14 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
@@ -41,6 +43,18 @@ from score_trl.rewards import math_reward
 
 logger = logging.getLogger("score_math")
 EMBEDDED_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
+
+
+@dataclass
+class Task:
+    """What differs between the math and the code example."""
+
+    load: Callable[..., tuple[Dataset, list[dict]]]
+    reward: Callable
+    verifier: str
+
+
+MATH = Task(load=load_math_task, reward=math_reward, verifier="math")
 
 
 @dataclass
@@ -59,6 +73,10 @@ class ScriptArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many problems."})
     eval_max_new_tokens: int = field(default=1024, metadata={"help": "Tokens per turn in evaluation."})
     eval_batch_size: int = field(default=16, metadata={"help": "Problems per generate call in evaluation."})
+    eval_do_sample: bool = field(default=False, metadata={"help": "Sample in evaluation (default: greedy)."})
+    eval_samples_per_problem: int = field(
+        default=1, metadata={"help": "Sampled two-turn traces per problem (with eval_do_sample)."}
+    )
     stage: str = field(default="both", metadata={"help": "'1' (Stage I), '2' (Stage II) or 'both'."})
     stage1_max_steps: int = field(default=150, metadata={"help": "Training steps of Stage I when stage='both'."})
     stage1_turn_betas: list[float] = field(
@@ -68,7 +86,7 @@ class ScriptArguments:
     smoke: bool = field(default=False, metadata={"help": "A one-minute run: few steps, a small eval set and base."})
 
 
-def run_evaluation(model_path: str, held_out: list[dict], script_args, training_args, name: str) -> dict:
+def run_evaluation(model_path: str, held_out: list[dict], script_args, training_args, name: str, task: Task) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
     model.to(PartialState().device)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -77,13 +95,15 @@ def run_evaluation(model_path: str, held_out: list[dict], script_args, training_
         instruction=training_args.turn_instruction,
         max_new_tokens=script_args.eval_max_new_tokens,
         batch_size=script_args.eval_batch_size,
+        do_sample=script_args.eval_do_sample,
     )
+    held_out = [row for row in held_out for _ in range(script_args.eval_samples_per_problem)]
     out = Path(training_args.output_dir)
     metrics, _ = evaluate(
         model,
         tokenizer,
         held_out,
-        "math",
+        task.verifier,
         settings,
         traces_path=str(out / f"eval_{name}_traces.jsonl"),
         metrics_path=str(out / f"eval_{name}.json"),
@@ -99,9 +119,9 @@ def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurn
 
 
 def train_stage(
-    trainer_cls, model_path: str, args, train_dataset, peft_config=None
+    trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None
 ) -> tuple[str, MultiTurnRLOOTrainer]:
-    trainer = trainer_cls(model_path, math_reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
+    trainer = trainer_cls(model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
     last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if last is not None:
         logger.info("Resuming %s from %s", trainer_cls.__name__, last)
@@ -123,7 +143,9 @@ def train_stage(
     return merged_dir, trainer
 
 
-def main(script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model_args: ModelConfig) -> None:
+def main(
+    script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model_args: ModelConfig, task: Task = MATH
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
@@ -131,9 +153,9 @@ def main(script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model
     logger.info("process %d of %d (%s)", state.process_index, state.num_processes, state.device)
     if script_args.smoke:
         training_args.max_steps, script_args.stage1_max_steps = 3, 3
-        script_args.max_eval_samples = 16
+        script_args.max_eval_samples, script_args.eval_samples_per_problem = 16, 1
         training_args.save_strategy = "no"
-    train_dataset, held_out = load_math_task(
+    train_dataset, held_out = task.load(
         script_args.dataset_name,
         script_args.dataset_config,
         script_args.dataset_train_split,
@@ -155,7 +177,7 @@ def main(script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model
         with state.main_process_first():
             model_path = build_base_model(recipe)
 
-    results = {"base": run_evaluation(model_path, held_out, script_args, training_args, "base")}
+    results = {"base": run_evaluation(model_path, held_out, script_args, training_args, "base", task)}
     if script_args.stage in ("1", "both"):
         both = script_args.stage == "both"
         stage1_args = derive_config(
@@ -166,20 +188,23 @@ def main(script_args: ScriptArguments, training_args: MultiTurnRLOOConfig, model
             max_steps=script_args.stage1_max_steps if both else training_args.max_steps,
             push_to_hub=training_args.push_to_hub and not both,  # with both stages, only the final model is pushed
         )
-        model_path, _ = train_stage(StageOneTrainer, model_path, stage1_args, train_dataset, peft_config)
-        results["stage I"] = run_evaluation(model_path, held_out, script_args, training_args, "stage1")
+        model_path, _ = train_stage(StageOneTrainer, model_path, stage1_args, train_dataset, task, peft_config)
+        results["stage I"] = run_evaluation(model_path, held_out, script_args, training_args, "stage1", task)
     if script_args.stage in ("2", "both"):
         stage2_args = training_args
         if script_args.stage == "both":
             stage2_args = derive_config(
                 MultiTurnRLOOConfig, training_args, output_dir=os.path.join(training_args.output_dir, "stage2")
             )
-        model_path, trainer = train_stage(MultiTurnRLOOTrainer, model_path, stage2_args, train_dataset, peft_config)
-        results["SCoRe"] = run_evaluation(model_path, held_out, script_args, training_args, "final")
+        model_path, trainer = train_stage(
+            MultiTurnRLOOTrainer, model_path, stage2_args, train_dataset, task, peft_config
+        )
+        results["SCoRe"] = run_evaluation(model_path, held_out, script_args, training_args, "final", task)
 
     if state.is_main_process:
         table = format_table(results)
-        print("\nSelf-correction on held-out problems (greedy, two turns):\n" + table)
+        decoding = f"sampled x{script_args.eval_samples_per_problem}" if script_args.eval_do_sample else "greedy"
+        print(f"\nSelf-correction on held-out problems ({decoding}, two turns):\n{table}")
         Path(training_args.output_dir, "results.md").write_text(table + "\n")
         Path(training_args.output_dir, "results.json").write_text(json.dumps(results, indent=2))
         logger.info("Final model: %s", model_path)

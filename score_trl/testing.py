@@ -77,18 +77,24 @@ def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 512) -> Pre
 
 
 def build_tiny_model(
-    tokenizer: PreTrainedTokenizerFast, architecture: str = "qwen2", hidden_size: int = 16, seed: int = 0
+    tokenizer: PreTrainedTokenizerFast,
+    architecture: str = "qwen2",
+    hidden_size: int = 16,
+    seed: int = 0,
+    num_layers: int = 2,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 1024,
 ) -> PreTrainedModel:
-    """A 2-layer causal LM with a few thousand parameters, from transformers' own Qwen2 or Llama classes."""
+    """A small causal LM (a few thousand parameters by default), from transformers' own Qwen2 or Llama classes."""
     config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[architecture]
     config = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -12,30 +13,13 @@ torch.set_num_threads(1)
 
 from datasets import Dataset  # noqa: E402
 
-from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer  # noqa: E402
-from score_trl.rewards import completion_text  # noqa: E402
-
-
-def varied_reward(prompts, completions, **kwargs):
-    return [float(any(ch.isdigit() for ch in completion_text(c))) for c in completions]
+from score_trl import MultiTurnRLOOTrainer  # noqa: E402
+from tests.test_trainers import make_args, varied_reward  # noqa: E402
 
 
 def main(model_path: str, out_dir: str) -> None:
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(8)]
-    args = MultiTurnRLOOConfig(
-        output_dir=out_dir,
-        num_generations=2,
-        per_device_train_batch_size=2,
-        max_completion_length=4,
-        max_steps=2,
-        learning_rate=0.05,
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-    )
+    args = make_args(Path(out_dir), num_generations=2, per_device_train_batch_size=2, max_completion_length=4)
     trainer = MultiTurnRLOOTrainer(model_path, varied_reward, args=args, train_dataset=Dataset.from_list(rows))
     trainer.train()
     digest = hashlib.sha256()

@@ -217,3 +217,44 @@ def test_code_reward_trl_shape():
 def test_missing_test_columns_name_both_formats():
     with pytest.raises(ValueError, match="test_list.*test_setup_code.*entry_point"):
         code_reward(prompts=[""], completions=[GOOD], answer=["3"])
+
+
+def test_code_loaders_feed_code_reward():
+    from datasets import Dataset
+
+    from score_trl.data.code import humaneval_rows, mbpp_rows
+
+    mbpp = mbpp_rows(
+        Dataset.from_list(
+            [
+                {
+                    "task_id": 2,
+                    "text": "Write a function to add two numbers.",
+                    "code": GOOD,
+                    "test_list": MBPP_TESTS,
+                    "test_setup_code": "",
+                }
+            ]
+        )
+    )
+    row = mbpp[0]
+    assert "assert add(1, 2) == 3" in row["prompt"][0]["content"] and row["id"] == "2"
+    assert code_reward([row["prompt"]], [row["code"]], test_list=[row["test_list"]], test_setup_code=[""]) == [1.0]
+
+    humaneval = humaneval_rows(
+        Dataset.from_list(
+            [
+                {
+                    "task_id": "HumanEval/0",
+                    "prompt": "def double(x):\n",
+                    "canonical_solution": "    return 2 * x\n",
+                    "test": HUMANEVAL["test"],
+                    "entry_point": "double",
+                }
+            ]
+        )
+    )
+    row = humaneval[0]
+    assert "def double(x):" in row["prompt"][0]["content"]
+    solution = "```python\ndef double(x):\n" + row["canonical_solution"] + "```"
+    assert code_reward([row["prompt"]], [solution], test=[row["test"]], entry_point=[row["entry_point"]]) == [1.0]

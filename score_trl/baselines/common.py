@@ -37,6 +37,11 @@ def pair(problem: dict, first: str, instruction: str, second: str) -> dict:
     }
 
 
+def pairs_dataset(pairs: list[dict]) -> Dataset:
+    """The pairs as a Dataset, with the right columns even when there are none."""
+    return Dataset.from_list(pairs) if pairs else Dataset.from_dict({"prompt": [], "completion": [], "id": []})
+
+
 def sft_on_pairs(model_path: str, dataset: Dataset, args: SFTConfig) -> str:
     """Fine-tune on the pairs with TRL's SFTTrainer (completion-only loss) and save to `args.output_dir`."""
     if len(dataset) == 0:

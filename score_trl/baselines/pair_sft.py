@@ -13,7 +13,7 @@ from datasets import Dataset
 from trl import SFTConfig
 
 from ..evaluation import EvalSettings
-from .common import pair, sample_traces, sft_on_pairs
+from .common import pair, pairs_dataset, sample_traces, sft_on_pairs
 
 
 def pair_sft_dataset(
@@ -38,7 +38,7 @@ def pair_sft_dataset(
             continue
         if t["r1"] < threshold or include_correct:
             kept.append(pair(problems[t["id"]], t["y1"], instruction, rng.choice(correct[t["id"]])))
-    return Dataset.from_list(kept) if kept else Dataset.from_dict({"prompt": [], "completion": [], "id": []})
+    return pairs_dataset(kept)
 
 
 def run_pair_sft(

@@ -12,7 +12,7 @@ from datasets import Dataset
 from trl import SFTConfig
 
 from ..evaluation import EvalSettings
-from .common import pair, sample_traces, sft_on_pairs
+from .common import pair, pairs_dataset, sample_traces, sft_on_pairs
 
 
 def star_dataset(
@@ -28,7 +28,7 @@ def star_dataset(
         first_ok, second_ok = t["r1"] >= threshold, t["r2"] >= threshold
         if second_ok and (not first_ok or keep_correct):
             kept.append(pair(problems[t["id"]], t["y1"], instruction, t["y2"]))
-    return Dataset.from_list(kept) if kept else Dataset.from_dict({"prompt": [], "completion": [], "id": []})
+    return pairs_dataset(kept)
 
 
 def run_star(

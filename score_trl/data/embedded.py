@@ -25,7 +25,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+
+from ..testing import build_tiny_model
 
 
 __all__ = [
@@ -148,22 +150,16 @@ def _solver_trace(problem: dict, recipe: EmbeddedRecipe, rng: random.Random) -> 
 
 
 def _pretrain(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast, problems: list[dict]):
-    torch.manual_seed(recipe.seed)
     rng = random.Random(recipe.seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    model = build_tiny_model(
+        tokenizer,
+        "llama",
         hidden_size=recipe.hidden_size,
-        intermediate_size=2 * recipe.hidden_size,
-        num_hidden_layers=recipe.num_layers,
-        num_attention_heads=4,
+        seed=recipe.seed,
+        num_layers=recipe.num_layers,
         num_key_value_heads=4,
         max_position_embeddings=128,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
     )
-    model = AutoModelForCausalLM.from_config(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / recipe.pretrain_steps)
     model.train()
@@ -182,8 +178,6 @@ def _pretrain(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast, proble
         optimizer.zero_grad()
         if step % 100 == 0:
             logger.info("pretraining step %d loss %.4f", step, loss.item())
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
