@@ -87,9 +87,15 @@ class ScriptArguments:
 
 
 def run_evaluation(model_path: str, held_out: list[dict], script_args, training_args, name: str, task: Task) -> dict:
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as error:  # a hub id with no network (or a typo)
+        raise RuntimeError(
+            f"Could not load the model {model_path!r}: {error}\nWithout network access, run the embedded default "
+            "(no --config and no --model_name_or_path) or pass a local path."
+        ) from error
     model.to(PartialState().device)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     settings = EvalSettings(
         num_turns=training_args.num_turns,
         instruction=training_args.turn_instruction,
@@ -132,6 +138,7 @@ def train_stage(
     trainer.save_model(args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.create_model_card(dataset_name=None, tags=["score-trl"])
+    trainer.accelerator.wait_for_everyone()  # the next stage and the evaluation load what the main process wrote
     if not is_peft_model(trainer.model):
         return args.output_dir, trainer
     # LoRA: the next stage and the evaluation start from the merged model (not under ZeRO-3, where it is sharded)

@@ -91,6 +91,17 @@ def test_push_to_hub_writes_a_score_model_card(tmp_path, tiny_model_path, monkey
     assert "| SCoRe | 0.300 | 0.450 |" in card
 
 
+def test_unreachable_hub_model_points_to_the_embedded_default(tmp_path, smoke_cache):
+    command = [
+        sys.executable, str(ROOT / "examples" / "score_math.py"), "--smoke", "--output_dir", str(tmp_path),
+        "--model_name_or_path", "someone/not-a-cached-model",
+    ]  # fmt: skip
+    env = {**_smoke_env(smoke_cache), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "someone/not-a-cached-model" in result.stderr and "embedded default" in result.stderr
+
+
 def _smoke_env(cache):
     return {**os.environ, "OMP_NUM_THREADS": "1", "SCORE_TRL_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
 
