@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .metrics import accuracy, self_correction_metrics
-from .prompts import MATH_CORRECTION_INSTRUCTION
+from .prompts import MATH_CORRECTION_INSTRUCTION, next_turn_prompts
 from .rewards import REWARD_FUNCS, extract_final_answer, verify_math
 from .rollout import GenerateFn, build_chat_suffix, build_text_suffix, generate_turns
 
@@ -211,14 +211,10 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     turn_prompts, rewards = list(prompts), []
     for turn, turn_texts in enumerate(texts):
         if turn > 0:
-            if conversational:
-                turn_prompts = [
-                    [*p, {"role": "assistant", "content": y}, {"role": "user", "content": settings.instruction}]
-                    for p, y in zip(turn_prompts, texts[turn - 1], strict=True)
-                ]
-            else:
-                note = settings.instruction_template.format(instruction=settings.instruction)
-                turn_prompts = [p + y + note for p, y in zip(turn_prompts, texts[turn - 1], strict=True)]
+            instructions = [settings.instruction] * len(rows)
+            turn_prompts = next_turn_prompts(
+                turn_prompts, texts[turn - 1], instructions, settings.instruction_template
+            )
         rewards.append(_score(reward_func, rows, turn_prompts, turn_texts))
     return [
         {

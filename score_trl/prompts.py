@@ -8,6 +8,7 @@ __all__ = [
     "MATH_CORRECTION_INSTRUCTION",
     "MATH_SYSTEM_PROMPT",
     "first_turn_messages",
+    "next_turn_prompts",
     "second_turn_messages",
 ]
 
@@ -43,4 +44,23 @@ def second_turn_messages(
         *first_turn,
         {"role": "assistant", "content": first_attempt},
         {"role": "user", "content": instruction},
+    ]
+
+
+def next_turn_prompts(
+    prompts: list, attempts: list[str], instructions: list[str], instruction_template: str = "\n\n{instruction}\n\n"
+) -> list:
+    """What reward functions see as the prompt of the next turn: each prompt, its attempt, then the instruction.
+
+    Conversational prompts get an assistant and a user message; plain-text prompts the attempt and
+    `instruction_template`.
+    """
+    if prompts and isinstance(prompts[0], list):
+        return [
+            [*prompt, {"role": "assistant", "content": attempt}, {"role": "user", "content": instruction}]
+            for prompt, attempt, instruction in zip(prompts, attempts, instructions, strict=True)
+        ]
+    return [
+        prompt + attempt + instruction_template.format(instruction=instruction)
+        for prompt, attempt, instruction in zip(prompts, attempts, instructions, strict=True)
     ]

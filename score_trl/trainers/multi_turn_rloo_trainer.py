@@ -13,6 +13,7 @@ from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
 from ..metrics import answer_changed, edit_distance_ratio, format_table, transition_rates
+from ..prompts import next_turn_prompts
 from ..rewards.shaping import leave_one_out_advantages, shaped_returns
 from ..rollout import MultiTurnRollout, TurnSuffix, build_chat_suffix, build_text_suffix, generate_turns
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
@@ -233,18 +234,12 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         per_turn, turn_prompts = [], list(prompts)
         for turn, texts in enumerate(self._turn_texts):
             if turn > 0:
-                previous, instructions = self._turn_texts[turn - 1], self._instructions[turn - 1]
-                if conversational:
-                    turn_prompts = [
-                        [*p, {"role": "assistant", "content": y}, {"role": "user", "content": s}]
-                        for p, y, s in zip(turn_prompts, previous, instructions, strict=True)
-                    ]
-                else:
-                    template = self.args.instruction_template
-                    turn_prompts = [
-                        p + y + template.format(instruction=s)
-                        for p, y, s in zip(turn_prompts, previous, instructions, strict=True)
-                    ]
+                turn_prompts = next_turn_prompts(
+                    turn_prompts,
+                    self._turn_texts[turn - 1],
+                    self._instructions[turn - 1],
+                    self.args.instruction_template,
+                )
             turn_completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
             with self._turn_scoped_logs(turn + 1):
                 per_turn.append(

@@ -1,0 +1,44 @@
+"""Long end-to-end runs: `make test-slow` (pytest -m slow)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_embedded_default_end_to_end(tmp_path):
+    """The README's main job, as `make demo` runs it: base evaluation, Stage I, Stage II, final evaluation."""
+    out = tmp_path / "out"
+    command = ["accelerate", "launch", "--num_processes", "1", str(ROOT / "examples" / "score_math.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*command, "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["base", "stage I", "SCoRe"]
+    assert all(r["n"] == 640 for r in results.values())  # 80 held-out problems x 8 sampled traces
+    state = json.loads((out / "stage2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 250
+    assert "turn2/kl" in state["log_history"][0] and "self_correction/delta" in state["log_history"][0]
+    assert (out / "stage2" / "README.md").read_text().count("2409.12917") >= 1
+
+
+@pytest.mark.slow
+def test_rollout_overhead_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "rollout_overhead.py"), "--rounds", "1", "--completion", "32"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ratio" in result.stdout
