@@ -33,7 +33,7 @@ class EvalArguments:
     )
     dataset_name: str = field(
         default="embedded",
-        metadata={"help": "'embedded' (its 80 held-out problems), a MATH-style hub id or path, or a .jsonl file."},
+        metadata={"help": "'embedded' (its 40 held-out problems), a MATH-style hub id or path, or a .jsonl file."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Config of the data set."})
     split: str = field(default="test", metadata={"help": "Split to evaluate."})

@@ -24,7 +24,7 @@ def test_embedded_default_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["base", "stage I", "SCoRe"]
-    assert all(r["n"] == 640 for r in results.values())  # 80 held-out problems x 8 sampled traces
+    assert all(r["n"] == 320 for r in results.values())  # 40 held-out problems x 8 sampled traces
     state = json.loads((out / "stage2" / "trainer_state.json").read_text())
     assert state["global_step"] == 250
     assert "turn2/kl" in state["log_history"][0] and "self_correction/delta" in state["log_history"][0]

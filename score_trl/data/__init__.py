@@ -26,7 +26,7 @@ def load_math_task(
     eval_dataset_name: str = "HuggingFaceH4/MATH-500",
     eval_split: str = "test",
 ) -> tuple[Dataset, list[dict]]:
-    """(training set, evaluation rows): the embedded task's 320 RL problems and 80 held-out ones, or a MATH-style
+    """(training set, evaluation rows): the embedded task's 160 RL problems and 40 held-out ones, or a MATH-style
     training set with a MATH-style evaluation set."""
     if dataset_name == "embedded":
         train, held_out = split_problems()

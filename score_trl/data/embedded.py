@@ -1,6 +1,7 @@
 r"""The embedded task: a self-contained self-correction testbed that runs offline in minutes on a CPU.
 
-Problems are "solve a * x + b = t mod 10" (a in {1, 3, 7, 9}, so x is unique: 400 problems, 80 held out from RL).
+Problems are "solve a * x + b = t mod 10" (a in {1, 3, 7, 9}, so x is unique; b in 0..4: 200 problems, 40 held out
+from RL).
 Turn 1 answers `answer: \boxed{x}`; turn 2 first writes a check of the first answer, then answers again:
 `check: a * x1 = m , m + b = v , ok . answer: \boxed{x2}` ("no" when v != t). Checking is easier than solving, which leaves
 room for self-correction; the answers use `\boxed{}`, so the same `math_reward` scores the toy and MATH.
@@ -41,6 +42,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# b in 0..4: the check's sum m + b (mod 10) is then a 50-entry table, which a tiny model learns in the pretraining
+# budget; with b in 0..9 (100 entries, modular addition) its own checks were right only 30% of the time.
+NUM_OFFSETS = 5
 EMBEDDED_INSTRUCTION = "There might be an error in the solution above . Please correct the error , if any ."
 _SPECIALS = ["<|pad|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
 _WORDS = [
@@ -70,7 +74,7 @@ class EmbeddedRecipe:
     batch_size: int = 64
     learning_rate: float = 3e-3
     seed: int = 0
-    trace_version: int = 2  # bump when the traces change, so that no stale cached model is reused
+    trace_version: int = 3  # bump when the traces change, so that no stale cached model is reused
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -93,10 +97,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def make_problems() -> list[dict]:
-    """All 400 problems, each with `prompt` (conversational), `answer` (gold x) and an `id`."""
+    """All 200 problems, each with `prompt` (conversational), `answer` (gold x) and an `id`."""
     problems = []
     for a in (1, 3, 7, 9):
-        for b in range(10):
+        for b in range(NUM_OFFSETS):
             for x in range(10):
                 t = (a * x + b) % 10
                 problems.append(
@@ -112,7 +116,7 @@ def make_problems() -> list[dict]:
     return problems
 
 
-def split_problems(held_out: int = 80, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_problems(held_out: int = 40, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """(RL training problems, held-out evaluation problems), a fixed shuffle."""
     problems = make_problems()
     random.Random(seed).shuffle(problems)
@@ -188,7 +192,7 @@ def default_cache_dir() -> Path:
 def build_base_model(recipe: EmbeddedRecipe | None = None, cache_dir: str | Path | None = None) -> str:
     """The path of the embedded base model (and tokenizer), pretraining it on first use (minutes on one CPU thread).
 
-    Pretraining covers all 400 problems, the 80 held out from RL included, as a real base model has seen problems
+    Pretraining covers all 200 problems, the 40 held out from RL included, as a real base model has seen problems
     like its evaluation set: held-out problems measure RL's effect, not the base model's generalisation.
     """
     recipe = recipe or EmbeddedRecipe()
