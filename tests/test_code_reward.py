@@ -194,11 +194,13 @@ print(n)
 
 
 def test_batch_runs_in_parallel_and_keeps_order():
-    completions = [GOOD, "def add(a, b):\n    return 0\n", GOOD, "while True: pass"]
-    tests = [{"test_list": MBPP_TESTS}] * 4
+    slow_good = "import time\ntime.sleep(1)\n" + GOOD
+    slow_bad = "import time\ntime.sleep(1)\ndef add(a, b):\n    return 0\n"
+    completions = [slow_good, slow_bad] * 4  # 8 programs of 1 s: 8 s in sequence, about 2 s on 4 workers
+    tests = [{"test_list": MBPP_TESTS}] * 8
     start = time.monotonic()
-    scores = verify_code_batch(completions, tests, config=SandboxConfig(wall_time=2.0), max_workers=4)
-    assert scores == [1.0, 0.0, 1.0, 0.0]
+    scores = verify_code_batch(completions, tests, config=SandboxConfig(wall_time=5.0), max_workers=4)
+    assert scores == [1.0, 0.0] * 4
     assert time.monotonic() - start < 6
 
 
