@@ -200,7 +200,7 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         self._last_rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, num_generations)
-        labels = self._last_rollout.turn_labels()
+        self._last_labels = labels = self._last_rollout.turn_labels()
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": self._last_rollout.completion_ids(),
@@ -262,7 +262,7 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         device = output["completion_ids"].device
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
         labels = pad(
-            [torch.tensor(row) for row in self._last_rollout.turn_labels()],
+            [torch.tensor(row) for row in self._last_labels],
             padding_value=0,
             padding_side="right",
             pad_to_multiple_of=self.pad_to_multiple_of,
