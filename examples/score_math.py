@@ -30,7 +30,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
@@ -157,6 +157,7 @@ def main(
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
     state = PartialState()
+    set_seed(training_args.seed)  # the base model's sampled evaluation runs before any trainer seeds
     logger.info("process %d of %d (%s)", state.process_index, state.num_processes, state.device)
     if script_args.smoke:
         training_args.max_steps, script_args.stage1_max_steps = 3, 3
