@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .metrics import accuracy, self_correction_metrics
 from .prompts import MATH_CORRECTION_INSTRUCTION, next_turn_prompts
 from .rewards import REWARD_FUNCS, extract_final_answer, verify_math
-from .rollout import GenerateFn, build_chat_suffix, build_text_suffix, generate_turns
+from .rollout import GenerateFn, build_suffix, generate_turns
 
 
 __all__ = ["EvalSettings", "evaluate", "hf_generate_fn", "inference_scaling", "metrics_from_traces"]
@@ -184,10 +184,7 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     conversational = isinstance(prompts[0], list)
     prompt_ids = _tokenize(tokenizer, prompts)
     eos_ids = [tokenizer.eos_token_id]
-    if conversational:
-        suffix = build_chat_suffix(tokenizer, settings.instruction, eos_ids)
-    else:
-        suffix = build_text_suffix(tokenizer, settings.instruction, settings.instruction_template)
+    suffix = build_suffix(tokenizer, settings.instruction, conversational, eos_ids, settings.instruction_template)
     generated_turns = settings.num_turns - (first_attempts is not None)
     progress = tqdm(
         total=len(rows) * generated_turns, desc="two-turn evaluation", disable=not PartialState().is_local_main_process

@@ -9,7 +9,6 @@ __all__ = [
     "MATH_SYSTEM_PROMPT",
     "first_turn_messages",
     "next_turn_prompts",
-    "second_turn_messages",
 ]
 
 MATH_SYSTEM_PROMPT = (
@@ -34,17 +33,6 @@ def first_turn_messages(problem: str, system_prompt: str | None = None) -> list[
     """The turn-1 conversation: an optional system prompt, then the problem as the user's message."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*messages, {"role": "user", "content": problem}]
-
-
-def second_turn_messages(
-    first_turn: list[dict[str, str]], first_attempt: str, instruction: str = MATH_CORRECTION_INSTRUCTION
-) -> list[dict[str, str]]:
-    """The turn-2 conversation: turn 1, the model's first attempt, then the fixed correction instruction."""
-    return [
-        *first_turn,
-        {"role": "assistant", "content": first_attempt},
-        {"role": "user", "content": instruction},
-    ]
 
 
 def next_turn_prompts(

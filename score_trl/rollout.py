@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 
-__all__ = ["MultiTurnRollout", "TurnSuffix", "build_chat_suffix", "build_text_suffix", "generate_turns"]
+__all__ = [
+    "MultiTurnRollout",
+    "TurnSuffix",
+    "build_chat_suffix",
+    "build_suffix",
+    "build_text_suffix",
+    "generate_turns",
+    "require_chat_template",
+]
 
 # A generation backend: token-id prompts and a number of samples per distinct prompt in, (token ids, sampling
 # log-probs or None) out, one row per prompt. TRL's `GRPOTrainer._generate_single_turn` has this shape.
@@ -42,6 +50,15 @@ class TurnSuffix:
         return [*self.close, *self.instruction]
 
 
+def require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Conversational prompts need a chat template: say how to fix it when there is none."""
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            "The tokenizer has no chat template, but the prompts are conversational. Set `tokenizer.chat_template`, "
+            "or give plain-text prompts and set `instruction_template` in the config."
+        )
+
+
 def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], generation_prompt: bool, **kwargs) -> list[int]:
     ids = tokenizer.apply_chat_template(
         messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True, **kwargs
@@ -56,11 +73,7 @@ def build_chat_suffix(
     chat_template_kwargs: dict | None = None,
 ) -> TurnSuffix:
     """The suffix for conversational prompts, from the chat template applied to a one-turn dummy conversation."""
-    if tokenizer.chat_template is None:
-        raise ValueError(
-            "The tokenizer has no chat template, but the prompts are conversational. Set `tokenizer.chat_template`, "
-            "or give plain-text prompts and set `instruction_template` in the config."
-        )
+    require_chat_template(tokenizer)
     kwargs = chat_template_kwargs or {}
     user = [{"role": "user", "content": "Question?"}]
     answered = [*user, {"role": "assistant", "content": "Answer."}]
@@ -87,6 +100,20 @@ def build_text_suffix(tokenizer: PreTrainedTokenizerBase, instruction: str, inst
     """The suffix for plain-text prompts: `instruction_template` (with an `{instruction}` field), tokenised once."""
     text = instruction_template.format(instruction=instruction)
     return TurnSuffix(close=(), instruction=tuple(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+def build_suffix(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    conversational: bool,
+    end_of_turn_ids: Sequence[int],
+    instruction_template: str,
+    chat_template_kwargs: dict | None = None,
+) -> TurnSuffix:
+    """`build_chat_suffix` for conversational prompts, `build_text_suffix` for plain text."""
+    if conversational:
+        return build_chat_suffix(tokenizer, instruction, end_of_turn_ids, chat_template_kwargs)
+    return build_text_suffix(tokenizer, instruction, instruction_template)
 
 
 @dataclass

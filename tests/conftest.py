@@ -28,3 +28,12 @@ def tiny_model_path_pad_eos(tmp_path_factory):
     from score_trl.testing import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama-pad-eos"), architecture="llama", pad_is_eos=True)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on, for torchrun's rendezvous (a fixed one can be held by another run)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -9,13 +9,22 @@ from datasets import Dataset
 
 from score_trl import MultiTurnRLOOTrainer
 from score_trl.rewards import completion_text
+from tests.conftest import free_port
 from tests.test_trainers import make_args
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny_model_path):
     """`torchrun --nproc_per_node 2` (gloo) runs two ranks that end with identical weights."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
     script = Path(__file__).with_name("ddp_train.py")
     result = subprocess.run(
         [*command, str(script), tiny_model_path, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300

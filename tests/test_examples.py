@@ -8,6 +8,8 @@ import pytest
 import yaml
 from datasets import Dataset
 
+from tests.conftest import free_port
+
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "recipes").rglob("config_*.yaml"))
@@ -128,7 +130,7 @@ def test_score_math_smoke_two_processes(tmp_path, smoke_cache):
     """The launch line the docs give for two data-parallel CPU processes really starts two ranks."""
     out = tmp_path / "out"
     command = [
-        *[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547"],
+        *[sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())],
         *[str(ROOT / "examples" / "score_math.py"), "--smoke", "--output_dir", str(out)],
     ]
     result = subprocess.run(command, env=_smoke_env(smoke_cache), capture_output=True, text=True, timeout=600)

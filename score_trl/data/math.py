@@ -12,7 +12,7 @@ import logging
 from datasets import Dataset, concatenate_datasets, get_dataset_config_names, load_dataset
 
 from ..prompts import MATH_SYSTEM_PROMPT, first_turn_messages
-from ..rewards.math import _last_boxed, verify_math
+from ..rewards.math import last_boxed, verify_math
 
 
 __all__ = ["load_math", "to_math_rows"]
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 def _gold(row: dict) -> str | None:
     if row.get("answer") not in (None, ""):
         return str(row["answer"])
-    boxed = _last_boxed(row.get("solution") or "")
+    boxed = last_boxed(row.get("solution") or "")
     return boxed[1] if boxed else None
 
 

@@ -15,7 +15,7 @@ import threading
 from math_verify import LatexExtractionConfig, parse, verify
 
 
-__all__ = ["extract_final_answer", "verify_math"]
+__all__ = ["extract_final_answer", "last_boxed", "verify_math"]
 
 # Long completions are clipped before searching: the final answer is at the end, and latex parsing is superlinear.
 TAIL_CHARS = 4000
@@ -23,7 +23,7 @@ _FINAL_ANSWER = re.compile(r"final answer is\s*\$(.+?)\$(?=[\s.,;]|$)", re.IGNOR
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def _last_boxed(text: str) -> tuple[int, str] | None:
+def last_boxed(text: str) -> tuple[int, str] | None:
     """Start offset and content of the last balanced `\\boxed{...}` in `text`."""
     found = None
     for match in _BOXED.finditer(text):
@@ -43,7 +43,7 @@ def extract_final_answer(completion: str, tail_chars: int = TAIL_CHARS) -> str |
     """The last final answer written in `completion` (boxed or the paper's phrase), or None when there is none."""
     text = completion[-tail_chars:]
     candidates = []
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         candidates.append(boxed)
     phrases = list(_FINAL_ANSWER.finditer(text))

@@ -15,7 +15,7 @@ from trl.trainer.utils import pad
 from ..metrics import answer_changed, edit_distance_ratio, format_table, transition_rates
 from ..prompts import next_turn_prompts
 from ..rewards.shaping import leave_one_out_advantages, shaped_returns
-from ..rollout import MultiTurnRollout, TurnSuffix, build_chat_suffix, build_text_suffix, generate_turns
+from ..rollout import MultiTurnRollout, TurnSuffix, build_suffix, generate_turns, require_chat_template
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
 
 
@@ -170,20 +170,20 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
     def _turn_suffix(self, instruction: str, conversational: bool) -> TurnSuffix:
         key = (instruction, conversational)
         if key not in self._suffixes:  # built once per distinct instruction, not per sample
-            if conversational:
-                self._suffixes[key] = build_chat_suffix(
-                    self.processing_class, instruction, self.eos_token_ids, self.chat_template_kwargs
-                )
-            else:
-                self._suffixes[key] = build_text_suffix(
-                    self.processing_class, instruction, self.args.instruction_template
-                )
+            self._suffixes[key] = build_suffix(
+                self.processing_class,
+                instruction,
+                conversational,
+                self.eos_token_ids,
+                self.args.instruction_template,
+                self.chat_template_kwargs,
+            )
         return self._suffixes[key]
 
     def _rollout(self, prompts: list, trainer: GRPOTrainer | None = None) -> dict[str, list]:
         conversational = is_conversational({"prompt": prompts[0]})
-        if conversational and self.processing_class.chat_template is None and self.chat_template is None:
-            build_chat_suffix(self.processing_class, "", self.eos_token_ids)  # raises the explanatory error
+        if conversational and self.chat_template is None:
+            require_chat_template(self.processing_class)
         prompt_ids, _, _ = self._tokenize_prompts(prompts)
         prompt_ids = [list(ids) for ids in prompt_ids]
         limit = self.args.max_prompt_length
