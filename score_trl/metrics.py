@@ -76,13 +76,23 @@ def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str]) -> flo
 def self_correction_metrics(
     correct_t1: Sequence, correct_t2: Sequence, texts_t1: Sequence[str], texts_t2: Sequence[str]
 ) -> dict[str, float]:
-    """The paper's table row: Acc@t1, Acc@t2, delta, i->c, c->i, plus answer-changed rate and mean edit ratio."""
+    """The paper's table row: Acc@t1, Acc@t2, delta, i->c, c->i, plus answer-changed rate and mean edit ratio.
+
+    `changed_when_wrong` / `changed_when_right` split the answer-changed rate by the first attempt's correctness:
+    the paper's collapse is the first falling towards zero, and a model that acts on its own check changes wrong
+    answers far more often than right ones.
+    """
     ratios = [edit_distance_ratio(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)]
+    changed = [answer_changed(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)]
+    when_wrong = [c for c, ok in zip(changed, correct_t1, strict=True) if ok is not None and not ok]
+    when_right = [c for c, ok in zip(changed, correct_t1, strict=True) if ok is not None and ok]
     return {
         "acc_t1": accuracy(correct_t1),
         "acc_t2": accuracy(correct_t2),
         **transition_rates(correct_t1, correct_t2),
-        "changed_rate": answer_changed_rate(texts_t1, texts_t2),
+        "changed_rate": sum(changed) / len(changed) if changed else 0.0,
+        "changed_when_wrong": accuracy(when_wrong),
+        "changed_when_right": accuracy(when_right),
         "edit_ratio": sum(ratios) / len(ratios) if ratios else 0.0,
         "n": len(_pairs(correct_t1, correct_t2)),
     }

@@ -48,6 +48,7 @@ def test_table_row():
     assert row["acc_t1"] == 0.5 and row["acc_t2"] == 1.0
     assert row["delta"] == 0.5 and row["delta_i2c"] == 0.5 and row["delta_c2i"] == 0.0
     assert row["changed_rate"] == 0.5 and row["n"] == 2
+    assert row["changed_when_wrong"] == 1.0 and row["changed_when_right"] == 0.0
     assert row["edit_ratio"] == pytest.approx((0 + 1 / 18) / 2)
 
 

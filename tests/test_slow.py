@@ -32,13 +32,30 @@ def test_embedded_default_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_rollout_overhead_benchmark_runs():
+def test_speed_benchmark_prints_its_three_ratios():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "rollout_overhead.py"), "--rounds", "1", "--completion", "32"],
+        [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--rounds", "1", "--completion", "32"],
         capture_output=True,
         text=True,
         timeout=900,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "ratio" in result.stdout
+    lines = result.stdout.splitlines()
+    for measure in ("step time", "peak memory", "evaluation"):
+        assert any(line.startswith(measure) and line.rstrip().endswith("x") for line in lines), measure
+
+
+@pytest.mark.slow
+def test_reproduce_quick_writes_every_arm(tmp_path):
+    """`benchmarks/reproduce.py --quick`: both tasks, every arm, one seed, into a results page of its own."""
+    results_file = tmp_path / "results.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick"]
+    command += ["--output_dir", str(tmp_path / "out"), "--results_file", str(results_file)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = results_file.read_text()
+    assert page.count("| SCoRe |") == 2 and page.count("| naive multi-turn RL |") == 2
+    assert (tmp_path / "reproduce_curves.png").exists()

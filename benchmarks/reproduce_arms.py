@@ -1,0 +1,197 @@
+"""The arms and tasks of benchmarks/reproduce.py: how each method is trained from a base model, then evaluated."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import transformers
+import yaml
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import RLOOConfig, RLOOTrainer, SFTConfig
+
+from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
+from score_trl.baselines import run_pair_sft, run_star
+from score_trl.data.embedded import (
+    COPY_VARIANT,
+    EMBEDDED_INSTRUCTION,
+    ContinuedRecipe,
+    EmbeddedRecipe,
+    build_base_model,
+    split_problems,
+)
+from score_trl.evaluation import EvalSettings, evaluate
+from score_trl.rewards import math_reward
+
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
+ARMS = {
+    "base": "base (two-turn prompting)",
+    "star": "STaR D+",
+    "pair_sft": "Pair-SFT",
+    "naive": "naive multi-turn RL",
+    "score_no_stage1": "SCoRe w/o Stage I",
+    "score_no_shaping": "SCoRe w/o shaping",
+    "single_turn": "single-turn RL",
+    "score": "SCoRe",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    description: str
+    recipe: EmbeddedRecipe | ContinuedRecipe
+
+    def base_model(self) -> str:
+        return build_base_model(self.recipe)
+
+
+TASKS = {
+    "default": Task(
+        "the demo's base (keeps its first answer 60% of the time, whatever its check says)", EmbeddedRecipe()
+    ),
+    "copy": Task(
+        "the copy-prone variant (the default base continued 600 steps on traces that keep a right first answer 90% "
+        "and a wrong one 75% of the time; `score_trl.data.embedded.COPY_VARIANT`)",
+        COPY_VARIANT,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ArmSettings:
+    """Budgets and coefficients shared by every arm of a run."""
+
+    max_tokens: int = 24  # per turn: the longest second attempt and its end token fit
+    stage1_steps: int = 150
+    stage2_steps: int = 250
+    alpha: float = 3.0
+    learning_rate: float = 1e-4
+    eval_samples_per_problem: int = 16
+    stage1_turn_betas: tuple[float, float] = (0.1, 0.01)
+    logging_steps: int = 10  # the resolution of the training curves
+
+
+def _rl_values() -> dict:
+    """The trainer arguments of the embedded recipe (the demo's), so that every RL arm samples and trains alike."""
+    values = yaml.safe_load(RECIPE.read_text())
+    names = {f.name for f in dataclasses.fields(MultiTurnRLOOConfig)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _config(cls, out: str, seed: int, settings: ArmSettings, steps: int, **changes):
+    values = {**_rl_values(), "output_dir": out, "seed": seed, "max_steps": steps}
+    values.update(learning_rate=settings.learning_rate, save_strategy="no", disable_tqdm=True)
+    values.update(logging_steps=settings.logging_steps)
+    values.update(max_completion_length=settings.max_tokens)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in {**values, **changes}.items() if k in names})
+
+
+def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
+    rows = [h for h in history if "self_correction/delta" in h]
+    return {
+        "step": [h["step"] + offset for h in rows],
+        "delta": [h["self_correction/delta"] for h in rows],
+        "changed_rate": [h["self_correction/changed_rate"] for h in rows],
+    }
+
+
+def _train(trainer_cls, model: str, args, train: Dataset, curves: dict, offset: int = 0) -> str:
+    trainer = trainer_cls(model, math_reward, args=args, train_dataset=train)
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    for key, values in _curves(trainer.state.log_history, offset).items():
+        curves.setdefault(key, []).extend(values)
+    return args.output_dir
+
+
+def _rl(stage1: bool, shaped: bool) -> Callable:
+    """An RL arm: Stage I (turn-1 KL 0.1) then Stage II, or Stage II alone for the same total steps; Stage II's
+    turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive multi-turn RL)."""
+
+    def arm(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
+        model, stage2_steps, offset = base, s.stage2_steps, 0
+        if stage1:
+            betas = list(s.stage1_turn_betas)
+            args = _config(StageOneConfig, f"{out}/stage1", seed, s, s.stage1_steps, turn_betas=betas)
+            model, offset = _train(StageOneTrainer, model, args, train, curves), s.stage1_steps
+        else:  # the same number of RL steps, all in Stage II
+            stage2_steps += s.stage1_steps
+        alpha = s.alpha if shaped else 0.0
+        args = _config(MultiTurnRLOOConfig, f"{out}/stage2", seed, s, stage2_steps, alpha=alpha)
+        return _train(MultiTurnRLOOTrainer, model, args, train, curves, offset)
+
+    return arm
+
+
+def _single_turn(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
+    """TRL's own RLOOTrainer on turn 1 alone, with the RL arms' budget and KL weight."""
+    args = _config(RLOOConfig, out, seed, s, s.stage1_steps + s.stage2_steps, beta=0.01)
+    return _train(RLOOTrainer, base, args, train, curves)
+
+
+def _sft_args(out: str, seed: int, s: ArmSettings) -> SFTConfig:
+    return SFTConfig(
+        output_dir=out, num_train_epochs=1, learning_rate=s.learning_rate, per_device_train_batch_size=64,
+        use_cpu=True, bf16=False, save_strategy="no", report_to="none", seed=seed, disable_tqdm=True,
+        logging_steps=10,
+    )  # fmt: skip
+
+
+def _sampling_budget(s: ArmSettings) -> int:
+    """Two-turn traces an RL arm samples: (Stage I + Stage II steps) x batch. The SFT arms sample as many."""
+    values = _rl_values()
+    return (s.stage1_steps + s.stage2_steps) * values["per_device_train_batch_size"]
+
+
+def _star(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
+    iterations = 3
+    per_problem = max(1, _sampling_budget(s) // (iterations * len(train)))
+    rows, settings = train.to_list(), _sampling_settings(s)
+    return run_star(base, rows, _sft_args(out, seed, s), settings, "math", iterations, per_problem, keep_correct=True)
+
+
+def _pair_sft(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
+    per_problem = max(1, _sampling_budget(s) // len(train))
+    return run_pair_sft(base, train.to_list(), _sft_args(out, seed, s), _sampling_settings(s), "math", per_problem)
+
+
+def _sampling_settings(s: ArmSettings) -> EvalSettings:
+    return EvalSettings(instruction=EMBEDDED_INSTRUCTION, max_new_tokens=s.max_tokens, batch_size=320, do_sample=True)
+
+
+TRAIN: dict[str, Callable] = {
+    "star": _star,
+    "pair_sft": _pair_sft,
+    "naive": _rl(stage1=False, shaped=False),
+    "score_no_stage1": _rl(stage1=False, shaped=True),
+    "score_no_shaping": _rl(stage1=True, shaped=False),
+    "single_turn": _single_turn,
+    "score": _rl(stage1=True, shaped=True),
+}
+
+
+def run_arm(task: str, arm: str, seed: int, s: ArmSettings, out: str) -> dict:
+    """Train `arm` from `task`'s base model with `seed`, evaluate it on the held-out problems; metrics and curves."""
+    transformers.logging.set_verbosity_error()
+    logging.getLogger().setLevel(logging.ERROR)
+    os.makedirs(out, exist_ok=True)
+    base = TASKS[task].base_model()
+    train_rows, held_out = split_problems()
+    train = Dataset.from_list(train_rows)
+    curves: dict = {}
+    set_seed(seed)
+    model_path = base if arm == "base" else TRAIN[arm](base, train, out, seed, s, curves)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    set_seed(10_000 + seed)  # the same evaluation samples for every arm of a seed
+    rows = [row for row in held_out for _ in range(s.eval_samples_per_problem)]
+    settings = _sampling_settings(s)
+    metrics, _ = evaluate(model, tokenizer, rows, "math", settings, traces_path=f"{out}/eval_traces.jsonl")
+    return {"metrics": metrics, "curves": curves, "settings": dataclasses.asdict(s)}

@@ -1,0 +1,226 @@
+"""The speed report: SCoRe's costs as ratios against TRL and plain `generate`, on the same tiny model.
+
+(a) One Stage II step against TRL's own GRPOTrainer step on the same number of completion tokens: each turn of
+    Stage II generates exactly `--completion` tokens and the baseline `2 * --completion` in one turn
+    (`min_new_tokens` pins the lengths); the ratio of the median `step_time`, alternating runs in one process.
+(b) Two-turn evaluation (`score_trl.evaluation.evaluate`, scoring included) against one plain batched
+    `model.generate` of the same number of tokens per problem, alternating runs; a ratio of problems per second.
+(c) Peak memory of (a)'s two trainers, each in a fresh child process (RSS sampled every millisecond on CPU,
+    `max_memory_allocated` on GPU).
+
+    python benchmarks/speed.py                                  # realistic: 200-token prompts, 256 tokens/turn
+    python benchmarks/speed.py --prompt 20 --completion 8 --hidden 16   # tiny proportions
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
+from trl import TrlParser  # noqa: E402
+
+
+@dataclass
+class SpeedArguments:
+    """Proportions of the measured runs."""
+
+    prompt: int = field(default=200, metadata={"help": "Prompt length in words (about tokens)."})
+    completion: int = field(default=256, metadata={"help": "Tokens generated per turn."})
+    hidden: int = field(default=64, metadata={"help": "Hidden size of the tiny model."})
+    generations: int = field(default=2, metadata={"help": "Samples per prompt in the training steps."})
+    steps: int = field(default=2, metadata={"help": "Training steps per timed run."})
+    eval_problems: int = field(default=16, metadata={"help": "Problems per evaluation run (one batch)."})
+    rounds: int = field(default=3, metadata={"help": "Alternating rounds of each timed comparison."})
+
+
+def _prompt_rows(opts, n: int) -> list[dict]:
+    words = " the" * (opts.prompt - 8)  # one token each; the chat template adds about 8 more
+    return [{"prompt": [{"role": "user", "content": f"{i}{words}"}], "answer": "1"} for i in range(n)]
+
+
+def _build(kind: str, model_path: str, opts, out_dir: str):
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
+    from score_trl.prompts import MATH_CORRECTION_INSTRUCTION
+
+    rows = [{"prompt": row["prompt"]} for row in _prompt_rows(opts, 16)]
+
+    def reward(prompts, completions, **kwargs):
+        return [float(len(c[0]["content"]) % 2) for c in completions]
+
+    common = dict(
+        output_dir=out_dir,
+        num_generations=opts.generations,
+        per_device_train_batch_size=opts.generations * 2,
+        learning_rate=1e-5,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        max_steps=opts.steps,
+        disable_tqdm=True,
+        beta=0.01,
+    )
+    if kind == "trl":
+        n = 2 * opts.completion
+        args = GRPOConfig(**common, max_completion_length=n, generation_kwargs={"min_new_tokens": n})
+        trainer = GRPOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
+        trainer.remove_callback(PrinterCallback)  # the timings are read from the log history, not printed
+        return trainer
+    n = opts.completion
+    common.pop("beta")
+    args = MultiTurnRLOOConfig(
+        **common,
+        max_completion_length=n,
+        generation_kwargs={"min_new_tokens": n},
+        turn_instruction=MATH_CORRECTION_INSTRUCTION,
+        turn_betas=[0.01, 0.01],
+    )
+    trainer = MultiTurnRLOOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _step_times(trainer) -> list[float]:
+    trainer.train()
+    return [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_memory(kind: str, model_path: str, opts, queue) -> None:
+    """Peak memory of training above what was held before it: CUDA allocations, or RSS sampled every millisecond."""
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = _build(kind, model_path, opts, out)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            trainer.train()
+            queue.put((torch.cuda.max_memory_allocated() - base) / 2**20)
+            return
+        base, peak, done = _rss_bytes(), [0], threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _rss_bytes())
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        trainer.train()
+        done.set()
+        sampler.join()
+        queue.put((peak[0] - base) / 2**20)
+
+
+def _eval_times(model_path: str, opts) -> dict[str, list[float]]:
+    """Seconds per run of two-turn `evaluate` and of one plain `generate` of 2 x `completion` tokens, alternating."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from score_trl.evaluation import EvalSettings, evaluate, hf_generate_fn
+
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model.generation_config.min_new_tokens = opts.completion  # pins every turn's length, as in (a)
+    rows = _prompt_rows(opts, opts.eval_problems)
+    settings = EvalSettings(max_new_tokens=opts.completion, batch_size=opts.eval_problems)
+    plain = hf_generate_fn(
+        model, tokenizer, EvalSettings(max_new_tokens=2 * opts.completion, batch_size=opts.eval_problems)
+    )
+    prompt_ids = [
+        list(ids)
+        for ids in tokenizer.apply_chat_template(
+            [r["prompt"] for r in rows], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+    ]
+
+    def run_plain() -> None:
+        model.generation_config.min_new_tokens = 2 * opts.completion
+        plain(prompt_ids, 1)
+        model.generation_config.min_new_tokens = opts.completion
+
+    def run_eval() -> None:
+        evaluate(model, tokenizer, rows, "math", settings)
+
+    times = {"generate": [], "evaluate": []}
+    for round_ in range(opts.rounds + 1):  # the first round warms up
+        for kind, run in (("generate", run_plain), ("evaluate", run_eval)):
+            start = time.perf_counter()
+            run()
+            if round_:
+                times[kind].append(time.perf_counter() - start)
+    return times
+
+
+def main(opts: SpeedArguments) -> None:
+    torch.set_num_threads(1)
+
+    from score_trl.testing import save_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = save_tiny_model(os.path.join(tmp, "model"), hidden_size=opts.hidden)
+        trainers = {kind: _build(kind, model_path, opts, os.path.join(tmp, kind)) for kind in ("trl", "score")}
+        for trainer in trainers.values():  # warm-up
+            _step_times(trainer)
+        times = {"trl": [], "score": []}
+        for _ in range(opts.rounds):
+            for kind in ("trl", "score"):
+                times[kind] += _step_times(trainers[kind])
+
+        ctx = mp.get_context("spawn")
+        memory = {}
+        for kind in ("trl", "score"):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_peak_memory, args=(kind, model_path, opts, queue))
+            proc.start()
+            memory[kind] = queue.get()
+            proc.join()
+
+        eval_times = _eval_times(model_path, opts)
+        score = trainers["score"]
+        prompt_len = len(score._tokenize_prompts([score.train_dataset[0]["prompt"]])[0][0])
+        suffix_len = len(score._turn_suffix(score.args.turn_instruction, True).instruction) + 1
+
+    trl_t, score_t = statistics.median(times["trl"]), statistics.median(times["score"])
+    print(
+        f"prompt {prompt_len} tokens; {opts.completion} tokens/turn x 2 turns + {suffix_len} instruction tokens vs "
+        f"{2 * opts.completion} tokens in one turn; hidden size {opts.hidden}; {opts.generations} samples x 2 prompts"
+    )
+    print(
+        f"step time  TRL GRPOTrainer: {trl_t:.3f} s   SCoRe Stage II: {score_t:.3f} s   ratio {score_t / trl_t:.2f}x"
+    )
+    print(
+        f"peak memory TRL: {memory['trl']:.1f} MiB   SCoRe: {memory['score']:.1f} MiB   "
+        f"ratio {memory['score'] / max(memory['trl'], 1e-9):.2f}x"
+    )
+    gen_t, eval_t = statistics.median(eval_times["generate"]), statistics.median(eval_times["evaluate"])
+    n = opts.eval_problems
+    print(
+        f"evaluation  plain generate: {n / gen_t:.2f} problems/s   two-turn evaluate: {n / eval_t:.2f} problems/s   "
+        f"time ratio {eval_t / gen_t:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    (speed_args,) = TrlParser((SpeedArguments,)).parse_args_and_config()
+    main(speed_args)
