@@ -46,6 +46,8 @@ COLUMNS = [
     "edit_ratio",
 ]  # fmt: skip
 RL_ARMS = ["naive", "score_no_stage1", "score_no_shaping", "single_turn", "score"]
+# Longest arms first, so that two workers finish together.
+ARMS_COST = {"score": 5, "score_no_shaping": 5, "naive": 4, "score_no_stage1": 4, "single_turn": 3, "pair_sft": 2}
 
 
 @dataclass
@@ -234,9 +236,6 @@ def main(args: ReproduceArguments) -> None:
             )
     command = "python benchmarks/reproduce.py " + " ".join(sys.argv[1:])
     print(write_results(results, args, command.strip(), time.perf_counter() - start))
-
-
-ARMS_COST = {"score": 5, "score_no_shaping": 5, "naive": 4, "score_no_stage1": 4, "single_turn": 3, "pair_sft": 2}
 
 
 if __name__ == "__main__":

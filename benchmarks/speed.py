@@ -81,19 +81,18 @@ def _build(kind: str, model_path: str, opts, out_dir: str):
         n = 2 * opts.completion
         args = GRPOConfig(**common, max_completion_length=n, generation_kwargs={"min_new_tokens": n})
         trainer = GRPOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
-        trainer.remove_callback(PrinterCallback)  # the timings are read from the log history, not printed
-        return trainer
-    n = opts.completion
-    common.pop("beta")
-    args = MultiTurnRLOOConfig(
-        **common,
-        max_completion_length=n,
-        generation_kwargs={"min_new_tokens": n},
-        turn_instruction=MATH_CORRECTION_INSTRUCTION,
-        turn_betas=[0.01, 0.01],
-    )
-    trainer = MultiTurnRLOOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
-    trainer.remove_callback(PrinterCallback)
+    else:
+        n = opts.completion
+        common.pop("beta")
+        args = MultiTurnRLOOConfig(
+            **common,
+            max_completion_length=n,
+            generation_kwargs={"min_new_tokens": n},
+            turn_instruction=MATH_CORRECTION_INSTRUCTION,
+            turn_betas=[0.01, 0.01],
+        )
+        trainer = MultiTurnRLOOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
+    trainer.remove_callback(PrinterCallback)  # the timings are read from the log history, not printed
     return trainer
 
 

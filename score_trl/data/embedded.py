@@ -113,7 +113,7 @@ class ContinuedRecipe:
     seed: int = 1
 
     def key(self) -> str:
-        own = {k: v for k, v in asdict(self).items() if k != "parent" and (k != "p_keep_wrong" or v is not None)}
+        own = {k: v for k, v in asdict(self).items() if k != "parent"}
         return f"{self.parent.key()}-{hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
