@@ -1,6 +1,13 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
-# Each installs what it needs first. PYTHON can be overridden (e.g. a virtualenv's python).
+# Each installs what it needs first. Inside a virtualenv they use it; otherwise they make and use `.venv` here, since
+# current Debian and Ubuntu Pythons refuse `pip install` outside one (PEP 668). PYTHON can be overridden.
+IN_VENV := $(shell python3 -c 'import sys; print(int(sys.prefix != sys.base_prefix))' 2>/dev/null)
+ifeq ($(IN_VENV),1)
 PYTHON ?= python3
+else
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+endif
 PIP := $(PYTHON) -m pip
 # One torch thread per process: tiny models on two shared cores were measured 7-50x slower with more.
 export OMP_NUM_THREADS ?= 1
@@ -8,7 +15,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: install demo test test-slow lint docs
 
-install:
+install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
@@ -18,13 +25,20 @@ install:
 		echo "warning: bubblewrap not installed; the code sandbox will use resource limits only"
 
 demo: install
-	accelerate launch --num_processes 1 examples/score_math.py
+	$(PYTHON) -m accelerate.commands.launch --num_processes 1 examples/score_math.py
 
 test: install
 	$(PYTHON) -m pytest
 
 test-slow: install
 	$(PYTHON) -m pytest -m slow
+
+ifneq ($(VENV),)
+$(VENV):
+	@# Debian ships venv apart (python3-venv): install it when root, as the sandbox's bubblewrap is.
+	python3 -m venv $(VENV) || { rm -rf $(VENV); [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && python3 -m venv $(VENV); }
+endif
 
 lint:
 	ruff check . && ruff format --check .

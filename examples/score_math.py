@@ -82,6 +82,13 @@ class ScriptArguments:
     stage1_turn_betas: list[float] = field(
         default_factory=lambda: [0.1, 0.01], metadata={"help": "Per-turn KL weights of Stage I (strong on turn 1)."}
     )
+    stage2_reference: str = field(
+        default="base",
+        metadata={
+            "help": "KL reference of Stage II when stage='both': 'base' (the model before Stage I, as in the paper) "
+            "or 'stage1' (the Stage I model Stage II starts from). With LoRA only 'stage1' is possible."
+        },
+    )
     torch_threads: int | None = field(default=None, metadata={"help": "torch threads per process (None: torch's)."})
     smoke: bool = field(default=False, metadata={"help": "A one-minute run: few steps, a small eval set and base."})
 
@@ -96,9 +103,8 @@ def run_evaluation(model_path: str, held_out: list[dict], script_args, training_
             "(no --config and no --model_name_or_path) or pass a local path."
         ) from error
     model.to(PartialState().device)
-    settings = EvalSettings(
-        num_turns=training_args.num_turns,
-        instruction=training_args.turn_instruction,
+    settings = EvalSettings.from_config(
+        training_args,
         max_new_tokens=script_args.eval_max_new_tokens,
         batch_size=script_args.eval_batch_size,
         do_sample=script_args.eval_do_sample,
@@ -118,10 +124,10 @@ def run_evaluation(model_path: str, held_out: list[dict], script_args, training_
 
 
 def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurnRLOOConfig:
-    """A config of `config_cls` with `args`'s values and `changes`. `generation_batch_size` is left to be derived
-    again: GRPOConfig sets it from `steps_per_generation` and refuses both."""
+    """A config of `config_cls` with `args`'s values and `changes`. `generation_batch_size` and `beta` are left to be
+    derived again (from `steps_per_generation` and `turn_betas`): the configs refuse a conflicting value."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
-    return config_cls(**{**values, "generation_batch_size": None, **changes})
+    return config_cls(**{**values, "generation_batch_size": None, "beta": None, **changes})
 
 
 def train_stage(
@@ -185,6 +191,9 @@ def main(
         with state.main_process_first():
             model_path = build_base_model(recipe)
 
+    if script_args.stage2_reference not in ("base", "stage1"):
+        raise ValueError(f"stage2_reference={script_args.stage2_reference!r}: use 'base' or 'stage1'.")
+    base_path = model_path
     results = {"base": run_evaluation(model_path, held_out, script_args, training_args, "base", task)}
     if script_args.stage in ("1", "both"):
         both = script_args.stage == "both"
@@ -201,8 +210,17 @@ def main(
     if script_args.stage in ("2", "both"):
         stage2_args = training_args
         if script_args.stage == "both":
+            reference = training_args.ref_model_name_or_path
+            if reference is None and script_args.stage2_reference == "base":
+                if peft_config is None:
+                    reference = base_path
+                else:
+                    logger.warning("With LoRA, Stage II's KL reference is the Stage I model (adapter disabled).")
             stage2_args = derive_config(
-                MultiTurnRLOOConfig, training_args, output_dir=os.path.join(training_args.output_dir, "stage2")
+                MultiTurnRLOOConfig,
+                training_args,
+                output_dir=os.path.join(training_args.output_dir, "stage2"),
+                ref_model_name_or_path=reference,
             )
         model_path, trainer = train_stage(
             MultiTurnRLOOTrainer, model_path, stage2_args, train_dataset, task, peft_config
@@ -229,3 +247,5 @@ if __name__ == "__main__":
     if "--config" not in sys.argv:
         sys.argv[1:1] = ["--config", str(EMBEDDED_RECIPE)]
     main(*make_parser().parse_args_and_config())
+    # Without it, a rank of a multi-process run can abort at exit ("terminate called without an active exception").
+    PartialState().destroy_process_group()

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .metrics import accuracy, self_correction_metrics
-from .prompts import MATH_CORRECTION_INSTRUCTION, next_turn_prompts
+from .prompts import MATH_CORRECTION_INSTRUCTION
 from .rewards import REWARD_FUNCS, extract_final_answer, verify_math
-from .rollout import GenerateFn, build_suffix, generate_turns
+from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
 
 
 __all__ = ["EvalSettings", "evaluate", "hf_generate_fn", "inference_scaling", "metrics_from_traces"]
@@ -31,16 +31,33 @@ _GOLD_COLUMNS = {"math": ["answer"], "code": ["test_list", "test"]}
 
 @dataclass
 class EvalSettings:
-    """How to evaluate: turns, instruction, decoding, batching."""
+    """How to evaluate: turns, instruction, prompt rendering, decoding, batching.
+
+    The turns are rendered by the same `TurnRenderer` the trainers use: build these settings with
+    `EvalSettings.from_config(training_args, ...)` so that evaluation sees what training saw.
+    """
 
     num_turns: int = 2
     instruction: str = MATH_CORRECTION_INSTRUCTION
     instruction_template: str = "\n\n{instruction}\n\n"
+    chat_template_kwargs: dict | None = None
     max_new_tokens: int = 512
     do_sample: bool = False
     temperature: float = 1.0
     batch_size: int = 16
     correct_threshold: float = 1.0
+
+    @classmethod
+    def from_config(cls, args, **changes) -> EvalSettings:
+        """Settings that render turns as a trainer config `args` (a `MultiTurnRLOOConfig`) does, plus `changes`."""
+        return cls(
+            num_turns=args.num_turns,
+            instruction=args.turn_instruction,
+            instruction_template=args.instruction_template,
+            chat_template_kwargs=args.chat_template_kwargs,
+            correct_threshold=args.correct_threshold,
+            **changes,
+        )
 
 
 def hf_generate_fn(
@@ -49,9 +66,8 @@ def hf_generate_fn(
     settings: EvalSettings,
     progress: tqdm | None = None,
 ) -> GenerateFn:
-    """A `GenerateFn` over `model.generate`: left-padded batches, each row cut after its first end-of-sequence."""
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
+    """A `GenerateFn` over `model.generate`: left-padded batches, each row cut after its first end-of-turn token."""
+    eos_ids = set(end_of_turn_ids(tokenizer, model.generation_config.eos_token_id))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
 
     @torch.no_grad()
@@ -99,13 +115,6 @@ def _score(reward_func: Callable, rows: Sequence[dict], prompts: list, texts: li
     completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
     columns = {k: [row[k] for row in rows] for k in rows[0] if k != "prompt"}
     return list(reward_func(prompts=prompts, completions=completions, **columns))
-
-
-def _tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list) -> list[list[int]]:
-    if isinstance(prompts[0], list):
-        rendered = tokenizer.apply_chat_template(prompts, add_generation_prompt=True, tokenize=True, return_dict=True)
-        return [list(ids) for ids in rendered["input_ids"]]
-    return [list(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
 
 
 def metrics_from_traces(traces: Sequence[dict], correct_threshold: float = 1.0) -> dict[str, float]:
@@ -182,16 +191,19 @@ def evaluate(
 def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempts) -> list[dict]:
     prompts = [row["prompt"] for row in rows]
     conversational = isinstance(prompts[0], list)
-    prompt_ids = _tokenize(tokenizer, prompts)
-    eos_ids = [tokenizer.eos_token_id]
-    suffix = build_suffix(tokenizer, settings.instruction, conversational, eos_ids, settings.instruction_template)
+    eos_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+    renderer = TurnRenderer(tokenizer, eos_ids, settings.instruction_template, settings.chat_template_kwargs or {})
+    prompt_ids = renderer.first_turn_ids(prompts)
+    suffix = renderer.suffix(settings.instruction, conversational)
     generated_turns = settings.num_turns - (first_attempts is not None)
     progress = tqdm(
         total=len(rows) * generated_turns, desc="two-turn evaluation", disable=not PartialState().is_local_main_process
     )
     generate = hf_generate_fn(model, tokenizer, settings, progress)
     if first_attempts is not None:
-        fixed = [tokenizer(first_attempts[row["id"]], add_special_tokens=False)["input_ids"] + eos_ids for row in rows]
+        fixed = [
+            tokenizer(first_attempts[row["id"]], add_special_tokens=False)["input_ids"] + eos_ids[:1] for row in rows
+        ]
         base, calls = generate, []
 
         def generate(contexts, num_generations):  # turn 1 is read, not generated
@@ -208,9 +220,8 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     turn_prompts, rewards = list(prompts), []
     for turn, turn_texts in enumerate(texts):
         if turn > 0:
-            instructions = [settings.instruction] * len(rows)
-            turn_prompts = next_turn_prompts(
-                turn_prompts, texts[turn - 1], instructions, settings.instruction_template
+            turn_prompts = renderer.next_turn_prompts(
+                turn_prompts, texts[turn - 1], [settings.instruction] * len(rows)
             )
         rewards.append(_score(reward_func, rows, turn_prompts, turn_texts))
     return [

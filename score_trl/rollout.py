@@ -11,17 +11,21 @@ instruction suffixes `sk`, which are attended to but carry no loss and no KL.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
+
+from .prompts import next_turn_prompts
 
 
 __all__ = [
     "MultiTurnRollout",
+    "TurnRenderer",
     "TurnSuffix",
     "build_chat_suffix",
     "build_suffix",
     "build_text_suffix",
+    "end_of_turn_ids",
     "generate_turns",
     "require_chat_template",
 ]
@@ -114,6 +118,59 @@ def build_suffix(
     if conversational:
         return build_chat_suffix(tokenizer, instruction, end_of_turn_ids, chat_template_kwargs)
     return build_text_suffix(tokenizer, instruction, instruction_template)
+
+
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, generation_eos: int | list[int] | None) -> list[int]:
+    """The tokens that end an attempt, as TRL's `GRPOTrainer` counts them: every end-of-sequence id the model's
+    generation config declares (an end-of-turn token included), and the tokenizer's own."""
+    ids = (
+        [] if generation_eos is None else [generation_eos] if isinstance(generation_eos, int) else list(generation_eos)
+    )
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids = [tokenizer.eos_token_id, *ids]
+    return ids
+
+
+@dataclass
+class TurnRenderer:
+    """The one owner of what the model sees at each turn, shared by the trainers and evaluation.
+
+    - `first_turn_ids`: turn-1 token ids, rendered as TRL's `GRPOTrainer` renders prompts (the chat template with a
+      generation prompt and `chat_template_kwargs`; plain text with the tokenizer's special tokens, e.g. BOS);
+    - `suffix`: the token ids between an attempt and the next (see `build_suffix`), built once per instruction;
+    - `next_turn_prompts`: the same prompt as text, for the reward functions.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    end_of_turn_ids: Sequence[int]
+    instruction_template: str = "\n\n{instruction}\n\n"
+    chat_template_kwargs: dict = field(default_factory=dict)
+    _suffixes: dict = field(default_factory=dict, init=False, repr=False)
+
+    def first_turn_ids(self, prompts: list) -> list[list[int]]:
+        if isinstance(prompts[0], list):
+            require_chat_template(self.tokenizer)
+            rendered = self.tokenizer.apply_chat_template(
+                prompts, add_generation_prompt=True, tokenize=True, return_dict=True, **self.chat_template_kwargs
+            )
+            return [list(ids) for ids in rendered["input_ids"]]
+        return [list(ids) for ids in self.tokenizer(text=prompts)["input_ids"]]
+
+    def suffix(self, instruction: str, conversational: bool) -> TurnSuffix:
+        key = (instruction, conversational)
+        if key not in self._suffixes:
+            self._suffixes[key] = build_suffix(
+                self.tokenizer,
+                instruction,
+                conversational,
+                self.end_of_turn_ids,
+                self.instruction_template,
+                self.chat_template_kwargs,
+            )
+        return self._suffixes[key]
+
+    def next_turn_prompts(self, prompts: list, attempts: list[str], instructions: list[str]) -> list:
+        return next_turn_prompts(prompts, attempts, instructions, self.instruction_template)
 
 
 @dataclass

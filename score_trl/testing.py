@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
     LlamaConfig,
@@ -50,12 +50,13 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 512, bos: bool = False) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (any text round-trips) trained on a few lines, with a ChatML chat template.
 
-    `pad_is_eos=True` builds the common pad == eos case (Llama/Qwen base models) that masks must survive.
+    `pad_is_eos=True` builds the common pad == eos case (Llama/Qwen base models) that masks must survive. `bos=True`
+    adds a BOS token, as Llama's tokenizers do: before plain text (a special token) and in the chat template.
     """
-    specials = ["<|im_start|>", "<|im_end|>"] + ([] if pad_is_eos else ["<|pad|>"])
+    specials = ["<|im_start|>", "<|im_end|>"] + ([] if pad_is_eos else ["<|pad|>"]) + (["<|bos|>"] if bos else [])
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -66,12 +67,17 @@ def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 512) -> Pre
         show_progress=False,
     )
     tokenizer.train_from_iterator(_CORPUS, trainer=trainer)
+    if bos:
+        bos_id = tokenizer.token_to_id("<|bos|>")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B", special_tokens=[("<|bos|>", bos_id)]
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token=None,
+        bos_token="<|bos|>" if bos else None,
         eos_token="<|im_end|>",
         pad_token="<|im_end|>" if pad_is_eos else "<|pad|>",
-        chat_template=CHAT_TEMPLATE,
+        chat_template=("{{- bos_token }}" + CHAT_TEMPLATE) if bos else CHAT_TEMPLATE,
         padding_side="left",
     )
 
@@ -108,10 +114,15 @@ def build_tiny_model(
 
 
 def save_tiny_model(
-    path: str | Path, architecture: str = "qwen2", pad_is_eos: bool = False, hidden_size: int = 16, seed: int = 0
+    path: str | Path,
+    architecture: str = "qwen2",
+    pad_is_eos: bool = False,
+    hidden_size: int = 16,
+    seed: int = 0,
+    bos: bool = False,
 ) -> str:
     """Build the tiny model and tokenizer and save both to `path`, so trainers can load them by path."""
-    tokenizer = build_tiny_tokenizer(pad_is_eos=pad_is_eos)
+    tokenizer = build_tiny_tokenizer(pad_is_eos=pad_is_eos, bos=bos)
     model = build_tiny_model(tokenizer, architecture=architecture, hidden_size=hidden_size, seed=seed)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -13,8 +13,10 @@ class MultiTurnRLOOConfig(GRPOConfig):
     Configuration for [`MultiTurnRLOOTrainer`], SCoRe's Stage II: on-policy RL on every turn, with leave-one-out
     (RLOO) baselines and the shaped reward `r_k + alpha * (r_k - r_{k-1})` on turns after the first.
 
-    Everything of [`~trl.GRPOConfig`] applies (generation, vLLM, logging, saving). Only the parameters below are
-    specific to self-correction; `beta` is derived from `turn_betas` and should not be set directly.
+    Everything of [`~trl.GRPOConfig`] applies (generation, vLLM, logging, saving), except three fields the trainer's
+    own per-turn leave-one-out advantages replace: `beta` is derived from `turn_betas` (set those instead),
+    `scale_rewards` is `"none"` and `multi_objective_aggregation` is `"sum_then_normalize"` (weighted sum of the reward
+    functions, then leave-one-out); other values are refused rather than ignored.
 
     Parameters:
         > Turns
@@ -37,6 +39,10 @@ class MultiTurnRLOOConfig(GRPOConfig):
         correct_threshold (`float`, *optional*, defaults to `1.0`):
             A turn counts as correct in the logged accuracy and flip metrics when its summed reward is at least
             this.
+        ref_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
+            Hub id or path of the KL reference model. `None`: the weights training starts from. The paper's Stage II
+            keeps the KL to the fixed initial (pre-Stage-I) model: `score_trl.pipeline` sets the base model here for
+            Stage II. Not supported with PEFT, whose reference is the model with its adapter disabled.
     """
 
     num_turns: int = field(default=2, metadata={"help": "Attempts per episode (the paper uses 2)."})
@@ -60,6 +66,24 @@ class MultiTurnRLOOConfig(GRPOConfig):
         default=1.0, metadata={"help": "Summed reward at or above which a turn counts as correct in the logs."}
     )
 
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "KL reference model (hub id or path). None: the weights training starts from."},
+    )
+    # GRPOConfig fields the per-turn leave-one-out advantages replace: defaults changed, other values refused.
+    beta: float | None = field(
+        default=None,
+        metadata={"help": "Derived from `turn_betas` (their maximum): set `turn_betas` instead."},
+    )
+    scale_rewards: str = field(
+        default="none",
+        metadata={"help": "Only 'none': the advantages are unscaled leave-one-out differences of per-turn returns."},
+    )
+    multi_objective_aggregation: str = field(
+        default="sum_then_normalize",
+        metadata={"help": "Only 'sum_then_normalize': reward functions are summed (with `reward_weights`) first."},
+    )
+
     def __post_init__(self):
         if self.num_turns < 2:
             raise ValueError(f"num_turns={self.num_turns}: self-correction needs at least 2 turns.")
@@ -78,6 +102,23 @@ class MultiTurnRLOOConfig(GRPOConfig):
             )
         if self.alpha < 0:
             raise ValueError(f"alpha={self.alpha}: the shaping coefficient must be >= 0 (paper: 10).")
-        # TRL builds the reference model and computes its log-probs only when `beta != 0`.
-        self.beta = float(max(self.turn_betas))
+        if self.scale_rewards != "none":
+            raise ValueError(
+                f"scale_rewards={self.scale_rewards!r}: the trainer computes unscaled leave-one-out advantages of "
+                "per-turn returns itself, so TRL's reward scaling would have no effect. Leave it at 'none'."
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                f"multi_objective_aggregation={self.multi_objective_aggregation!r}: the trainer sums the reward "
+                "functions (weighted by `reward_weights`) before its own advantages. Leave it at 'sum_then_normalize'."
+            )
+        # TRL builds the reference model and computes its log-probs only when `beta != 0`: beta is the largest
+        # per-turn weight, and the loss applies each turn's own (see `_TurnWeightedBeta`).
+        derived = float(max(self.turn_betas))
+        if self.beta is not None and self.beta != derived:
+            raise ValueError(
+                f"beta={self.beta} conflicts with turn_betas={self.turn_betas}: the KL weight is set per turn. Set "
+                f"`turn_betas` (e.g. [{self.beta}] for every turn) and leave `beta` unset."
+            )
+        self.beta = derived
         super().__post_init__()

@@ -10,12 +10,11 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
-from trl.trainer.utils import pad
+from trl.trainer.utils import nanstd, pad
 
 from ..metrics import answer_changed, edit_distance_ratio, format_table, transition_rates
-from ..prompts import next_turn_prompts
 from ..rewards.shaping import leave_one_out_advantages, shaped_returns
-from ..rollout import MultiTurnRollout, TurnSuffix, build_suffix, generate_turns, require_chat_template
+from ..rollout import MultiTurnRollout, TurnRenderer, generate_turns
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
 
 
@@ -92,62 +91,61 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
     _paper = SCORE_PAPER
     _config_class = MultiTurnRLOOConfig
 
-    def __init__(
-        self,
-        model,
-        reward_funcs,
-        args: MultiTurnRLOOConfig | None = None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        reward_processing_classes=None,
-        callbacks=None,
-        optimizers=(None, None),
-        peft_config=None,
-    ):
+    def __init__(self, model, reward_funcs, args: MultiTurnRLOOConfig | None = None, **kwargs):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path or "model"
             args = self._config_class(f"{name.split('/')[-1]}-SCoRe")
         if not isinstance(args, MultiTurnRLOOConfig):
             raise TypeError(f"args must be a MultiTurnRLOOConfig, got {type(args).__name__}.")
-        for split, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            columns = getattr(dataset, "column_names", None)
+        for split in ("train_dataset", "eval_dataset"):
+            columns = getattr(kwargs.get(split), "column_names", None)
             if isinstance(columns, list) and "prompt" not in columns:
                 raise ValueError(f"{split} has no `prompt` column (columns: {columns}): rename the problem column.")
+        if kwargs.get("rollout_func") is not None:
+            raise ValueError(f"{type(self).__name__} generates its turns itself: do not pass `rollout_func`.")
 
-        # TRL rebuilds the reference model from `config._name_or_path`, which an in-memory model may lack, or whose
-        # weights on disk may differ from the object's. So TRL builds it (and prepares it its own way) from a
-        # temporary save of the object itself.
-        needs_ref_copy = (
-            not isinstance(model, str) and args.beta != 0.0 and peft_config is None and not is_peft_model(model)
-        )
-        with contextlib.ExitStack() as stack:
-            if needs_ref_copy:
-                name_or_path, ref_dir = model.config._name_or_path, stack.enter_context(tempfile.TemporaryDirectory())
-                model.save_pretrained(ref_dir)
-                model.config._name_or_path = ref_dir
-                stack.callback(setattr, model.config, "_name_or_path", name_or_path)
-            super().__init__(
-                model=model,
-                reward_funcs=reward_funcs,
-                args=args,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=processing_class,
-                reward_processing_classes=reward_processing_classes,
-                callbacks=callbacks,
-                optimizers=optimizers,
-                peft_config=peft_config,
+        # TRL builds the reference model from `model.config._name_or_path`, read while GRPOTrainer.__init__ runs. So the
+        # reference is named there: `args.ref_model_name_or_path` if set; else, for an in-memory model (which may lack
+        # a path, or differ from the weights on disk), a temporary save of the object itself.
+        peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
+        if args.ref_model_name_or_path is not None and peft:
+            raise ValueError(
+                "ref_model_name_or_path is not supported with PEFT: the reference is the model with its adapter "
+                "disabled. Unset it, or train without `peft_config`."
             )
+        self._reference = args.ref_model_name_or_path if args.beta != 0.0 else None
+        with contextlib.ExitStack() as stack:
+            if self._reference is None and not isinstance(model, str) and args.beta != 0.0 and not peft:
+                self._reference = stack.enter_context(tempfile.TemporaryDirectory())
+                model.save_pretrained(self._reference)
+            super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+            if self._reference is not None:
+                self.model.config._name_or_path = self._policy_name_or_path
+        del self._reference
 
         # Set after __init__: `rollout_func` is TRL's (experimental) hook for custom generation; passing it to
         # __init__ would only add a warning addressed to end users.
         self.rollout_func = self._rollout
-        self._suffixes: dict[tuple[str, bool], TurnSuffix] = {}
+        # TRL's `mask_truncated_completions` looks at the last token of the whole `y1 | s2 | y2` sequence and masks
+        # every turn of it; `_rollout` masks each truncated attempt's own tokens instead.
+        self.mask_truncated_completions = False
+        self.turn_renderer = TurnRenderer(
+            self.processing_class, self.eos_token_ids, args.instruction_template, self.chat_template_kwargs
+        )
         # Evaluation results ({name: metrics}) that the model card lists under the card TRL writes; see
         # examples/score_math.py.
         self.model_card_metrics: dict[str, dict[str, float]] | None = None
         self._turn_betas = torch.tensor([0.0, *args.turn_betas])
+
+    def create_accelerator_and_postprocess(self):
+        # `transformers.Trainer.__init__` calls this once `self.model` is set, before GRPOTrainer builds the reference
+        # model from `self.model.config._name_or_path`: the seam where the reference is named without copying TRL's
+        # construction of it. The policy's own name is restored after `super().__init__`.
+        super().create_accelerator_and_postprocess()
+        reference = getattr(self, "_reference", None)
+        if reference is not None:
+            self._policy_name_or_path = self.model.config._name_or_path
+            self.model.config._name_or_path = reference
 
     # ----- the two documented hooks ---------------------------------------------------------------------------------
 
@@ -167,25 +165,9 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
 
     # ----- rollout ---------------------------------------------------------------------------------------------------
 
-    def _turn_suffix(self, instruction: str, conversational: bool) -> TurnSuffix:
-        key = (instruction, conversational)
-        if key not in self._suffixes:  # built once per distinct instruction, not per sample
-            self._suffixes[key] = build_suffix(
-                self.processing_class,
-                instruction,
-                conversational,
-                self.eos_token_ids,
-                self.args.instruction_template,
-                self.chat_template_kwargs,
-            )
-        return self._suffixes[key]
-
     def _rollout(self, prompts: list, trainer: GRPOTrainer | None = None) -> dict[str, list]:
         conversational = is_conversational({"prompt": prompts[0]})
-        if conversational and self.chat_template is None:
-            require_chat_template(self.processing_class)
-        prompt_ids, _, _ = self._tokenize_prompts(prompts)
-        prompt_ids = [list(ids) for ids in prompt_ids]
+        prompt_ids = self.turn_renderer.first_turn_ids(prompts)
         limit = self.args.max_prompt_length
         if limit is not None and max(map(len, prompt_ids)) > limit:
             raise ValueError(
@@ -196,17 +178,28 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
             [self.get_turn_instruction(row, turn) for row in self._batch_inputs]
             for turn in range(2, self.args.num_turns + 1)
         ]
-        suffixes = [[self._turn_suffix(text, conversational) for text in turn] for turn in self._instructions]
+        suffixes = [[self.turn_renderer.suffix(text, conversational) for text in turn] for turn in self._instructions]
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        self._last_rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, num_generations)
-        self._last_labels = labels = self._last_rollout.turn_labels()
+        self._last_rollout = rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, num_generations)
+        self._last_labels = labels = rollout.turn_labels()
+        # env_mask: 1 = trained, 0 = attended only (instructions; with `mask_truncated_completions`, truncated attempts)
+        trained = [set(range(1, rollout.num_turns + 1)) for _ in labels]
+        if self.args.mask_truncated_completions:
+            for turn, attempts in enumerate(rollout.attempts, start=1):
+                for row, attempt in zip(trained, attempts, strict=True):
+                    if self._is_truncated(attempt):
+                        row.discard(turn)
         return {
             "prompt_ids": prompt_ids,
-            "completion_ids": self._last_rollout.completion_ids(),
-            "logprobs": self._last_rollout.completion_logprobs(),
-            "env_mask": [[int(label > 0) for label in row] for row in labels],
+            "completion_ids": rollout.completion_ids(),
+            "logprobs": rollout.completion_logprobs(),
+            "env_mask": [[int(label in keep) for label in row] for row, keep in zip(labels, trained, strict=True)],
         }
+
+    def _is_truncated(self, attempt: list[int]) -> bool:
+        """An attempt cut at `max_completion_length` (or empty): it ends in no end-of-turn token."""
+        return not attempt or attempt[-1] not in self.eos_token_ids
 
     def _generate_ids(self, prompt_ids: list[list[int]], num_generations: int):
         return self._generate_single_turn(prompt_ids, None, {}, num_generations)
@@ -234,11 +227,8 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         per_turn, turn_prompts = [], list(prompts)
         for turn, texts in enumerate(self._turn_texts):
             if turn > 0:
-                turn_prompts = next_turn_prompts(
-                    turn_prompts,
-                    self._turn_texts[turn - 1],
-                    self._instructions[turn - 1],
-                    self.args.instruction_template,
+                turn_prompts = self.turn_renderer.next_turn_prompts(
+                    turn_prompts, self._turn_texts[turn - 1], self._instructions[turn - 1]
                 )
             turn_completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
             with self._turn_scoped_logs(turn + 1):
@@ -246,7 +236,7 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
                     super()._calculate_rewards(inputs, turn_prompts, turn_completions, rollout.attempts[turn])
                 )
         self._rewards_per_turn = torch.stack(per_turn, dim=1)  # (num_samples over all processes, num_turns, num_funcs)
-        return per_turn[-1]  # TRL's own `reward` and `rewards/<func>` logs then describe the final turn
+        return per_turn[-1]  # TRL logs these as its `reward`; `_log_turn_metrics` re-logs them per turn
 
     def _generate_and_score_completions(self, inputs):
         self._batch_inputs = inputs  # the rollout reads per-problem instructions from the rows
@@ -257,7 +247,8 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         weighted = self._rewards_per_turn * self.reward_weights.to(self._rewards_per_turn.device)
         rewards = weighted.nansum(dim=-1)
         rewards[torch.isnan(self._rewards_per_turn).all(dim=-1)] = torch.nan  # every function said "cannot judge"
-        advantages = leave_one_out_advantages(self.compute_turn_returns(rewards), num_generations)
+        returns = self.compute_turn_returns(rewards)
+        advantages = leave_one_out_advantages(returns, num_generations)
 
         device = output["completion_ids"].device
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
@@ -270,7 +261,7 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         per_turn = torch.cat([torch.zeros_like(advantages[local, :1]), advantages[local]], dim=1).to(device)
         output["advantages"] = per_turn.gather(1, labels)  # (B, T): each token gets its own turn's advantage
         output["turn_labels"] = labels
-        self._log_turn_metrics(mode, rewards)
+        self._log_turn_metrics(mode, rewards, returns, advantages, num_generations)
         return output
 
     # ----- loss ------------------------------------------------------------------------------------------------------
@@ -307,22 +298,59 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
 
     # ----- logging ---------------------------------------------------------------------------------------------------
 
+    # TRL's metrics computed from the last turn's reward or the last token of `y1 | s2 | y2`: replaced by per-turn ones.
+    _LAST_TURN_METRICS = (
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "completions/clipped_ratio",
+        "completions/mean_terminated_length",
+        "completions/min_terminated_length",
+        "completions/max_terminated_length",
+    )
+
     def _global_mean(self, values: list[float]) -> float:
+        """Mean over every process's values; NaN when there are none (an undefined rate, not a zero one)."""
         device = self.accelerator.device
         totals = self.accelerator.reduce(torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device))
-        return (totals[0] / totals[1].clamp(min=1.0)).item()
+        return (totals[0] / totals[1]).item() if totals[1] > 0 else float("nan")
 
-    def _log_turn_metrics(self, mode: str, rewards: torch.Tensor) -> None:
-        """Per-turn reward and accuracy, the paper's flip rates (first vs last turn), answer changes and edit ratio."""
+    def _log_turn_metrics(
+        self, mode: str, rewards: torch.Tensor, returns: torch.Tensor, advantages: torch.Tensor, num_generations: int
+    ) -> None:
+        """Per-turn rewards, returns and accuracy, the paper's flip rates (first vs last turn), answer changes and edit
+        ratio; the completions table gets the per-turn rewards and the leave-one-out advantages the loss uses."""
         metrics = self._metrics[mode]
+        for key in (
+            *self._LAST_TURN_METRICS,
+            *(f"rewards/{name}/{s}" for name in self.reward_func_names for s in ("mean", "std")),
+        ):
+            if metrics.get(key):
+                metrics[key].pop()
         judged = ~torch.isnan(rewards)
         correct = rewards >= self.args.correct_threshold
+        spread = torch.nan_to_num(returns).reshape(-1, num_generations, returns.size(1)).std(dim=1)
         for turn in range(rewards.size(1)):
-            metrics[f"turn{turn + 1}/reward"].append(torch.nanmean(rewards[:, turn]).item())
-            metrics[f"turn{turn + 1}/accuracy"].append(
-                correct[judged[:, turn], turn].float().mean().nan_to_num().item()
-            )
-            metrics[f"turn{turn + 1}/unscored"].append((~judged[:, turn]).float().mean().item())
+            prefix = f"turn{turn + 1}/"
+            metrics[prefix + "reward"].append(torch.nanmean(rewards[:, turn]).item())
+            metrics[prefix + "reward_std"].append(nanstd(rewards[:, turn]).item())
+            for i, name in enumerate(self.reward_func_names):
+                metrics[f"{prefix}rewards/{name}/mean"].append(
+                    torch.nanmean(self._rewards_per_turn[:, turn, i]).item()
+                )
+            metrics[prefix + "return"].append(torch.nanmean(returns[:, turn]).item())
+            metrics[prefix + "frac_return_zero_std"].append((spread[:, turn] == 0).float().mean().item())
+            metrics[prefix + "accuracy"].append(correct[judged[:, turn], turn].float().mean().item())
+            metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
+            attempts = self._last_rollout.attempts[turn]
+            metrics[prefix + "clipped_ratio"].append(self._global_mean([self._is_truncated(a) for a in attempts]))
+            self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
+            self._logs["extra"][prefix + "advantage"].extend(advantages[:, turn].tolist())
+        # TRL's `advantage` column holds its own normalised advantages of the last turn's reward: show ours.
+        for _ in range(advantages.size(0)):
+            self._logs["advantages"].pop()
+        self._logs["advantages"].extend(advantages[:, -1].tolist())
+
         both = judged[:, 0] & judged[:, -1]
         first, last = correct[both, 0].tolist(), correct[both, -1].tolist()
         for key, value in transition_rates(first, last).items():
@@ -334,7 +362,7 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
         )
         wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
         metrics["self_correction/changed_rate"].append(self._global_mean(changed))
-        # The paper's collapse signal: how often a wrong first attempt is changed at all.
+        # The paper's collapse signal: how often a wrong first attempt is changed at all (NaN when none was wrong).
         metrics["self_correction/changed_when_wrong"].append(
             self._global_mean([c for c, wrong in zip(changed, wrong_first, strict=True) if wrong])
         )

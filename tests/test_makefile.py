@@ -1,0 +1,39 @@
+"""The README's two commands (`make demo`, `make test`) install into a virtualenv: the one they run in, or a
+project-local `.venv` when there is none (current Debian and Ubuntu Pythons refuse `pip install` outside one)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def dry_run(target: str, bin_dir: Path | str) -> str:
+    """What `make -n target` would run with `bin_dir` first on PATH (its `python3` is the one make finds)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "VENV")}
+    env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+    result = subprocess.run(["make", "-n", "-C", str(ROOT), target], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("target", ["test", "demo"])
+def test_outside_a_virtualenv_the_commands_make_and_use_a_project_venv(target):
+    commands = dry_run(target, Path(sys._base_executable).parent)
+    assert "-m venv .venv" in commands or (ROOT / ".venv").is_dir()
+    assert ".venv/bin/python -m pip install -q -e" in commands
+    assert f".venv/bin/python -m {'pytest' if target == 'test' else 'accelerate.commands.launch'}" in commands
+
+
+def test_inside_a_virtualenv_the_commands_use_it(tmp_path):
+    venv.create(tmp_path / "env", with_pip=False)
+    commands = dry_run("test", tmp_path / "env" / "bin")
+    assert ".venv" not in commands
+    assert "python3 -m pip install -q -e" in commands and "python3 -m pytest" in commands

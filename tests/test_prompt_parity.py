@@ -1,0 +1,84 @@
+"""Training and evaluation render every turn the same way: token ids the model sees, and texts the rewards see."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
+from score_trl.evaluation import EvalSettings, evaluate
+from score_trl.testing import CHAT_TEMPLATE, save_tiny_model
+
+
+# The chat template reads a `chat_template_kwargs` value, so that ignoring the kwargs changes the ids.
+STYLED_TEMPLATE = "{%- if style is defined %}{{- '[' + style + ']' }}{%- endif %}" + CHAT_TEMPLATE
+
+
+def record_generate(model, attempt: list[int]):
+    """Replace `model.generate` by a stand-in that records each context (padding removed) and answers `attempt`."""
+    contexts = []
+
+    def generate(input_ids, attention_mask, **kwargs):
+        contexts.append([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)])
+        return torch.cat([input_ids, torch.tensor(attempt).expand(len(input_ids), -1)], dim=1)
+
+    model.generate = generate
+    return contexts
+
+
+def record_reward(seen: list):
+    def reward(prompts, completions, **kwargs):
+        seen.append(prompts)
+        return [float(i % 2) for i in range(len(completions))]
+
+    return reward
+
+
+def unique(rows):
+    return [row for i, row in enumerate(rows) if row not in rows[:i]]
+
+
+@pytest.mark.parametrize("conversational", [True, False], ids=["chat", "plain"])
+@pytest.mark.parametrize("bos", [False, True], ids=["no-bos", "bos"])
+def test_evaluation_renders_the_trainers_turns(tmp_path, conversational, bos):
+    path = save_tiny_model(tmp_path / "model", bos=bos)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.chat_template = ("{{- bos_token }}" if bos else "") + STYLED_TEMPLATE
+    tokenizer.save_pretrained(path)
+    problems = ["What is 1 + 1?", "What is 2 + 3?"]
+    prompts = [[{"role": "user", "content": p}] for p in problems] if conversational else problems
+    rows = [{"prompt": prompt, "answer": str(i)} for i, prompt in enumerate(prompts)]
+    args = MultiTurnRLOOConfig(
+        output_dir=str(tmp_path / "out"),
+        num_generations=2,
+        per_device_train_batch_size=4,
+        max_completion_length=4,
+        turn_instruction="Check it.",
+        instruction_template=" Again: {instruction} ",
+        chat_template_kwargs={"style": "terse"},
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+    )
+    attempt = [*tokenizer(" 2", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+
+    seen_train = []
+    trainer = MultiTurnRLOOTrainer(path, record_reward(seen_train), args=args, train_dataset=Dataset.from_list(rows))
+    train_contexts = record_generate(trainer.model, attempt)
+    trainer.model.train()
+    trainer._generate_and_score_completions([rows[0], rows[0], rows[1], rows[1]])
+
+    seen_eval = []
+    model = AutoModelForCausalLM.from_pretrained(path)
+    eval_contexts = record_generate(model, attempt)
+    settings = EvalSettings.from_config(args, max_new_tokens=4, batch_size=2)
+    evaluate(model, tokenizer, rows, record_reward(seen_eval), settings)
+
+    assert len(train_contexts) == len(eval_contexts) == 2  # one generate call per turn in each
+    for turn in range(2):
+        assert unique(train_contexts[turn]) == eval_contexts[turn], f"turn {turn + 1} token ids differ"
+        assert unique(seen_train[turn]) == seen_eval[turn], f"turn {turn + 1} reward prompts differ"
+    first = eval_contexts[0][0]
+    assert (first[0] == tokenizer.bos_token_id) == bos  # plain text too: BOS as the tokenizer adds it
+    if conversational:
+        assert tokenizer.decode(first).startswith(("<|bos|>" if bos else "") + "[terse]")  # the kwargs reach it
