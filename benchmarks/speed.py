@@ -198,7 +198,7 @@ def main(opts: SpeedArguments) -> None:
         eval_times = _eval_times(model_path, opts)
         score = trainers["score"]
         prompt_len = len(score._tokenize_prompts([score.train_dataset[0]["prompt"]])[0][0])
-        suffix_len = len(score._turn_suffix(score.args.turn_instruction, True).instruction) + 1
+        suffix_len = len(score.turn_renderer.suffix(score.args.turn_instruction, True).instruction) + 1
 
     trl_t, score_t = statistics.median(times["trl"]), statistics.median(times["score"])
     print(

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from score_trl.rewards.shaping import leave_one_out_advantages, shaped_returns, stage_one_returns
+from score_trl.trainers.returns import leave_one_out_advantages, shaped_returns, stage_one_returns, weighted_rewards
 
 
 # the four (r1, r2) cases: i->c, c->c, c->i, i->i
@@ -43,3 +43,10 @@ def test_leave_one_out_skips_unjudged_samples():
 def test_nan_first_turn_makes_the_shaped_turn_unjudged():
     returns = shaped_returns(torch.tensor([[math.nan, 1.0]]), 10.0)
     assert math.isnan(returns[0, 1].item())
+
+
+def test_weighted_rewards_sum_functions_and_keep_unjudged_as_nan():
+    per_func = torch.tensor([[[1.0, 0.5], [0.0, float("nan")]], [[float("nan"), float("nan")], [1.0, 1.0]]])
+    rewards = weighted_rewards(per_func, torch.tensor([2.0, 1.0]))
+    assert rewards[0].tolist() == [2.5, 0.0]  # one function declined: the other's weighted reward counts
+    assert torch.isnan(rewards[1, 0]) and rewards[1, 1] == 3.0  # every function declined: cannot judge

@@ -98,7 +98,7 @@ def test_advantages_are_per_turn_and_zero_on_the_instruction(tmp_path, dataset, 
     assert (advantages[labels == 0] == 0).all()
     assert ((labels == 0) == (out["tool_mask"] == 0) | (out["completion_mask"] == 0)).all()
     # recompute the leave-one-out advantages by hand from the logged per-turn rewards
-    rewards = trainer._rewards_per_turn[..., 0]  # (6, 2), one reward function
+    rewards = trainer._batch.rewards_per_func[..., 0]  # (6, 2), one reward function
     r1, r2 = rewards[:, 0], rewards[:, 1]
     returns = torch.stack([r1, r2 + 10.0 * (r2 - r1)], dim=1).view(2, 3, 2)
     expected = returns - (returns.sum(1, keepdim=True) - returns) / 2

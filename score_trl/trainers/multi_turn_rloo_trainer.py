@@ -10,12 +10,14 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
-from trl.trainer.utils import nanstd, pad
+from trl.trainer.utils import pad
 
-from ..metrics import answer_changed, edit_distance_ratio, format_table, transition_rates
-from ..rewards.shaping import leave_one_out_advantages, shaped_returns
-from ..rollout import MultiTurnRollout, TurnRenderer, generate_turns
+from ..metrics import format_table
+from ..rollout import TurnRenderer, generate_turns
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
+from .returns import leave_one_out_advantages, shaped_returns, weighted_rewards
+from .turn_batch import TurnBatch
+from .turn_metrics import TurnMetricsMixin
 
 
 SCORE_PAPER = {
@@ -55,7 +57,7 @@ class _TurnWeightedBeta(float):
     __rmul__ = __mul__
 
 
-class MultiTurnRLOOTrainer(GRPOTrainer):
+class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
     """
     SCoRe Stage II (Kumar et al., 2024): multi-turn on-policy RL for intrinsic self-correction.
 
@@ -174,35 +176,24 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
                 f"A prompt has {max(map(len, prompt_ids))} tokens, more than max_prompt_length={limit}. Filter long "
                 "prompts out of the dataset or raise max_prompt_length."
             )
-        self._instructions = [
-            [self.get_turn_instruction(row, turn) for row in self._batch_inputs]
-            for turn in range(2, self.args.num_turns + 1)
+        instructions = [
+            [self.get_turn_instruction(row, turn) for row in self._rows] for turn in range(2, self.args.num_turns + 1)
         ]
-        suffixes = [[self.turn_renderer.suffix(text, conversational) for text in turn] for turn in self._instructions]
-        mode = "train" if self.model.training else "eval"
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        self._last_rollout = rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, num_generations)
-        self._last_labels = labels = rollout.turn_labels()
-        # env_mask: 1 = trained, 0 = attended only (instructions; with `mask_truncated_completions`, truncated attempts)
-        trained = [set(range(1, rollout.num_turns + 1)) for _ in labels]
-        if self.args.mask_truncated_completions:
-            for turn, attempts in enumerate(rollout.attempts, start=1):
-                for row, attempt in zip(trained, attempts, strict=True):
-                    if self._is_truncated(attempt):
-                        row.discard(turn)
+        suffixes = [[self.turn_renderer.suffix(text, conversational) for text in turn] for turn in instructions]
+        rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, self._num_generations())
+        self._batch = batch = TurnBatch.from_rollout(rollout, instructions, self.eos_token_ids)
         return {
             "prompt_ids": prompt_ids,
-            "completion_ids": rollout.completion_ids(),
-            "logprobs": rollout.completion_logprobs(),
-            "env_mask": [[int(label in keep) for label in row] for row, keep in zip(labels, trained, strict=True)],
+            "completion_ids": batch.completion_ids(),
+            "logprobs": batch.completion_logprobs(),
+            "env_mask": batch.loss_mask(self.args.mask_truncated_completions),  # 0: attended, no loss
         }
-
-    def _is_truncated(self, attempt: list[int]) -> bool:
-        """An attempt cut at `max_completion_length` (or empty): it ends in no end-of-turn token."""
-        return not attempt or attempt[-1] not in self.eos_token_ids
 
     def _generate_ids(self, prompt_ids: list[list[int]], num_generations: int):
         return self._generate_single_turn(prompt_ids, None, {}, num_generations)
+
+    def _num_generations(self) -> int:
+        return self.num_generations if self.model.training else self.num_generations_eval
 
     # ----- rewards, returns, advantages -----------------------------------------------------------------------------
 
@@ -219,49 +210,44 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
             del self._log_completion_extra, self._log_metric
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rollout: MultiTurnRollout = self._last_rollout
+        batch = self._batch
         conversational = is_conversational({"prompt": prompts[0]})
-        self._turn_texts = [
-            self.processing_class.batch_decode(ids, skip_special_tokens=True) for ids in rollout.attempts
-        ]
+        batch.texts = [self.processing_class.batch_decode(ids, skip_special_tokens=True) for ids in batch.attempts]
         per_turn, turn_prompts = [], list(prompts)
-        for turn, texts in enumerate(self._turn_texts):
+        for turn, texts in enumerate(batch.texts):
             if turn > 0:
                 turn_prompts = self.turn_renderer.next_turn_prompts(
-                    turn_prompts, self._turn_texts[turn - 1], self._instructions[turn - 1]
+                    turn_prompts, batch.texts[turn - 1], batch.instructions[turn - 1]
                 )
             turn_completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
             with self._turn_scoped_logs(turn + 1):
                 per_turn.append(
-                    super()._calculate_rewards(inputs, turn_prompts, turn_completions, rollout.attempts[turn])
+                    super()._calculate_rewards(inputs, turn_prompts, turn_completions, batch.attempts[turn])
                 )
-        self._rewards_per_turn = torch.stack(per_turn, dim=1)  # (num_samples over all processes, num_turns, num_funcs)
+        batch.rewards_per_func = torch.stack(per_turn, dim=1)
         return per_turn[-1]  # TRL logs these as its `reward`; `_log_turn_metrics` re-logs them per turn
 
     def _generate_and_score_completions(self, inputs):
-        self._batch_inputs = inputs  # the rollout reads per-problem instructions from the rows
+        self._rows = inputs  # TRL calls the rollout with the prompts only; it reads per-problem instructions here
         output = super()._generate_and_score_completions(inputs)
-        mode = "train" if self.model.training else "eval"
-        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-
-        weighted = self._rewards_per_turn * self.reward_weights.to(self._rewards_per_turn.device)
-        rewards = weighted.nansum(dim=-1)
-        rewards[torch.isnan(self._rewards_per_turn).all(dim=-1)] = torch.nan  # every function said "cannot judge"
-        returns = self.compute_turn_returns(rewards)
-        advantages = leave_one_out_advantages(returns, num_generations)
+        batch = self._batch
+        batch.rewards = weighted_rewards(batch.rewards_per_func, self.reward_weights)
+        batch.returns = self.compute_turn_returns(batch.rewards)
+        batch.advantages = leave_one_out_advantages(batch.returns, self._num_generations())
 
         device = output["completion_ids"].device
         local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
         labels = pad(
-            [torch.tensor(row) for row in self._last_labels],
+            [torch.tensor(row) for row in batch.labels],
             padding_value=0,
             padding_side="right",
             pad_to_multiple_of=self.pad_to_multiple_of,
         ).to(device)
-        per_turn = torch.cat([torch.zeros_like(advantages[local, :1]), advantages[local]], dim=1).to(device)
+        advantages = batch.advantages[local]
+        per_turn = torch.cat([torch.zeros_like(advantages[:, :1]), advantages], dim=1).to(device)
         output["advantages"] = per_turn.gather(1, labels)  # (B, T): each token gets its own turn's advantage
         output["turn_labels"] = labels
-        self._log_turn_metrics(mode, rewards, returns, advantages, num_generations)
+        self._log_turn_metrics("train" if self.model.training else "eval", batch, self._num_generations())
         return output
 
     # ----- loss ------------------------------------------------------------------------------------------------------
@@ -297,75 +283,3 @@ class MultiTurnRLOOTrainer(GRPOTrainer):
                 f.write("\n## Self-correction results\n\n" + format_table(self.model_card_metrics) + "\n")
 
     # ----- logging ---------------------------------------------------------------------------------------------------
-
-    # TRL's metrics computed from the last turn's reward or the last token of `y1 | s2 | y2`: replaced by per-turn ones.
-    _LAST_TURN_METRICS = (
-        "reward",
-        "reward_std",
-        "frac_reward_zero_std",
-        "completions/clipped_ratio",
-        "completions/mean_terminated_length",
-        "completions/min_terminated_length",
-        "completions/max_terminated_length",
-    )
-
-    def _global_mean(self, values: list[float]) -> float:
-        """Mean over every process's values; NaN when there are none (an undefined rate, not a zero one)."""
-        device = self.accelerator.device
-        totals = self.accelerator.reduce(torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device))
-        return (totals[0] / totals[1]).item() if totals[1] > 0 else float("nan")
-
-    def _log_turn_metrics(
-        self, mode: str, rewards: torch.Tensor, returns: torch.Tensor, advantages: torch.Tensor, num_generations: int
-    ) -> None:
-        """Per-turn rewards, returns and accuracy, the paper's flip rates (first vs last turn), answer changes and edit
-        ratio; the completions table gets the per-turn rewards and the leave-one-out advantages the loss uses."""
-        metrics = self._metrics[mode]
-        for key in (
-            *self._LAST_TURN_METRICS,
-            *(f"rewards/{name}/{s}" for name in self.reward_func_names for s in ("mean", "std")),
-        ):
-            if metrics.get(key):
-                metrics[key].pop()
-        judged = ~torch.isnan(rewards)
-        correct = rewards >= self.args.correct_threshold
-        spread = torch.nan_to_num(returns).reshape(-1, num_generations, returns.size(1)).std(dim=1)
-        for turn in range(rewards.size(1)):
-            prefix = f"turn{turn + 1}/"
-            metrics[prefix + "reward"].append(torch.nanmean(rewards[:, turn]).item())
-            metrics[prefix + "reward_std"].append(nanstd(rewards[:, turn]).item())
-            for i, name in enumerate(self.reward_func_names):
-                metrics[f"{prefix}rewards/{name}/mean"].append(
-                    torch.nanmean(self._rewards_per_turn[:, turn, i]).item()
-                )
-            metrics[prefix + "return"].append(torch.nanmean(returns[:, turn]).item())
-            metrics[prefix + "frac_return_zero_std"].append((spread[:, turn] == 0).float().mean().item())
-            metrics[prefix + "accuracy"].append(correct[judged[:, turn], turn].float().mean().item())
-            metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
-            attempts = self._last_rollout.attempts[turn]
-            metrics[prefix + "clipped_ratio"].append(self._global_mean([self._is_truncated(a) for a in attempts]))
-            self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
-            self._logs["extra"][prefix + "advantage"].extend(advantages[:, turn].tolist())
-        # TRL's `advantage` column holds its own normalised advantages of the last turn's reward: show ours.
-        for _ in range(advantages.size(0)):
-            self._logs["advantages"].pop()
-        self._logs["advantages"].extend(advantages[:, -1].tolist())
-
-        both = judged[:, 0] & judged[:, -1]
-        first, last = correct[both, 0].tolist(), correct[both, -1].tolist()
-        for key, value in transition_rates(first, last).items():
-            metrics[f"self_correction/{key}"].append(value)
-        texts_first, texts_last = self._turn_texts[0], self._turn_texts[-1]
-        changed = [answer_changed(a, b) for a, b in zip(texts_first, texts_last, strict=True)]
-        local = slice(
-            self.accelerator.process_index * len(changed), (self.accelerator.process_index + 1) * len(changed)
-        )
-        wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
-        metrics["self_correction/changed_rate"].append(self._global_mean(changed))
-        # The paper's collapse signal: how often a wrong first attempt is changed at all (NaN when none was wrong).
-        metrics["self_correction/changed_when_wrong"].append(
-            self._global_mean([c for c, wrong in zip(changed, wrong_first, strict=True) if wrong])
-        )
-        metrics["self_correction/edit_ratio"].append(
-            self._global_mean([edit_distance_ratio(a, b) for a, b in zip(texts_first, texts_last, strict=True)])
-        )

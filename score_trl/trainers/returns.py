@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 
 
-__all__ = ["leave_one_out_advantages", "shaped_returns", "stage_one_returns"]
+__all__ = ["leave_one_out_advantages", "shaped_returns", "stage_one_returns", "weighted_rewards"]
+
+
+def weighted_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N, num_turns, num_funcs) -> (N, num_turns): the reward functions summed with `weights`, NaN ("cannot judge")
+    counting as 0 unless every function declined, which leaves NaN."""
+    rewards = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=-1)
+    rewards[torch.isnan(rewards_per_func).all(dim=-1)] = torch.nan
+    return rewards
 
 
 def stage_one_returns(rewards: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from ..rewards.shaping import stage_one_returns
 from .multi_turn_rloo_trainer import MultiTurnRLOOTrainer
+from .returns import stage_one_returns
 from .stage_one_config import StageOneConfig
 
 

@@ -1,0 +1,78 @@
+"""The multi-turn trainers' logs: per-turn rewards, returns and accuracy, the paper's self-correction metrics, and a
+completions table that shows the advantages the loss uses."""
+
+from __future__ import annotations
+
+import torch
+from trl.trainer.utils import nanstd
+
+from ..metrics import answer_changed, edit_distance_ratio, transition_rates
+from .turn_batch import TurnBatch
+
+
+__all__ = ["TurnMetricsMixin"]
+
+
+class TurnMetricsMixin:
+    """Logging for a `GRPOTrainer` subclass that trains several turns per episode (see docs/trainers.md)."""
+
+    # TRL's metrics computed from the last turn's reward or the last token of `y1 | s2 | y2`: replaced by per-turn ones.
+    _LAST_TURN_METRICS = (
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "completions/clipped_ratio",
+        "completions/mean_terminated_length",
+        "completions/min_terminated_length",
+        "completions/max_terminated_length",
+    )
+
+    def _global_mean(self, values: list[float]) -> float:
+        """Mean over every process's values; NaN when there are none (an undefined rate, not a zero one)."""
+        device = self.accelerator.device
+        totals = self.accelerator.reduce(torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device))
+        return (totals[0] / totals[1]).item() if totals[1] > 0 else float("nan")
+
+    def _log_turn_metrics(self, mode: str, batch: TurnBatch, num_generations: int) -> None:
+        metrics = self._metrics[mode]
+        per_func = [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
+        for key in (*self._LAST_TURN_METRICS, *per_func):
+            if metrics.get(key):
+                metrics[key].pop()  # appended by GRPOTrainer for this batch
+        rewards, returns, advantages = batch.rewards, batch.returns, batch.advantages
+        judged = ~torch.isnan(rewards)
+        correct = rewards >= self.args.correct_threshold
+        spread = torch.nan_to_num(returns).reshape(-1, num_generations, returns.size(1)).std(dim=1)
+        for turn in range(batch.num_turns):
+            prefix = f"turn{turn + 1}/"
+            metrics[prefix + "reward"].append(torch.nanmean(rewards[:, turn]).item())
+            metrics[prefix + "reward_std"].append(nanstd(rewards[:, turn]).item())
+            for i, name in enumerate(self.reward_func_names):
+                mean = torch.nanmean(batch.rewards_per_func[:, turn, i]).item()
+                metrics[f"{prefix}rewards/{name}/mean"].append(mean)
+            metrics[prefix + "return"].append(torch.nanmean(returns[:, turn]).item())
+            metrics[prefix + "frac_return_zero_std"].append((spread[:, turn] == 0).float().mean().item())
+            metrics[prefix + "accuracy"].append(correct[judged[:, turn], turn].float().mean().item())
+            metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
+            metrics[prefix + "clipped_ratio"].append(self._global_mean(batch.truncated[turn]))
+            self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
+            self._logs["extra"][prefix + "advantage"].extend(advantages[:, turn].tolist())
+        # TRL's `advantage` column holds its own normalised advantages of the last turn's reward: show ours.
+        for _ in range(advantages.size(0)):
+            self._logs["advantages"].pop()
+        self._logs["advantages"].extend(advantages[:, -1].tolist())
+
+        both = judged[:, 0] & judged[:, -1]
+        for key, value in transition_rates(correct[both, 0].tolist(), correct[both, -1].tolist()).items():
+            metrics[f"self_correction/{key}"].append(value)
+        first, last = batch.texts[0], batch.texts[-1]
+        changed = [answer_changed(a, b) for a, b in zip(first, last, strict=True)]
+        local = slice(self.accelerator.process_index * len(first), (self.accelerator.process_index + 1) * len(first))
+        wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
+        metrics["self_correction/changed_rate"].append(self._global_mean(changed))
+        # The paper's collapse signal: how often a wrong first attempt is changed at all (NaN when none was wrong).
+        metrics["self_correction/changed_when_wrong"].append(
+            self._global_mean([c for c, wrong in zip(changed, wrong_first, strict=True) if wrong])
+        )
+        ratios = [edit_distance_ratio(a, b) for a, b in zip(first, last, strict=True)]
+        metrics["self_correction/edit_ratio"].append(self._global_mean(ratios))
