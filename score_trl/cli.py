@@ -12,11 +12,13 @@ import os
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from datasets import Dataset, load_dataset
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import TrlParser
 
 from .data.embedded import EMBEDDED_INSTRUCTION, EmbeddedRecipe, build_base_model, split_problems
-from .data.math import load_math
+from .data.math import load_math, to_math_rows
 from .evaluation import EvalSettings, evaluate, inference_scaling
 from .prompts import MATH_CORRECTION_INSTRUCTION
 
@@ -58,16 +60,46 @@ class EvalArguments:
     output_dir: str = field(default="eval", metadata={"help": "Where metrics.json and traces.jsonl are written."})
 
 
+class ModelLoadError(OSError):
+    """The model named on the command line cannot be loaded; the message is one line that says why."""
+
+
+def load_model_and_tokenizer(model_name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer from a saved directory or a Hub id.
+
+    Raises `ModelLoadError` with a one-line reason where transformers would end in a traceback about repo ids: a path
+    that does not exist, a directory that holds no model, a Hub id that cannot be loaded (offline, or a typo).
+    """
+    path = os.path.expanduser(model_name_or_path)
+    is_dir = os.path.isdir(path)
+    if not is_dir:
+        try:
+            validate_repo_id(path)
+        except HFValidationError:
+            raise ModelLoadError(
+                f"the model path {model_name_or_path!r} does not exist (and is not a Hub model id): pass the "
+                "directory of a saved model, a Hub id, or 'embedded'."
+            ) from None
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype="auto"), AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        where = "holds no loadable model" if is_dir else "is not a local directory, and loading it from the Hub failed"
+        raise ModelLoadError(f"the model {model_name_or_path!r} {where}: {reason}") from error
+
+
 def _load_rows(args: EvalArguments) -> list[dict]:
     if args.dataset_name == "embedded":
         return split_problems()[1]
     if args.dataset_name.endswith((".jsonl", ".json")):
         with open(args.dataset_name) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            rows = [json.loads(line) for line in f if line.strip()]
+        # A local MATH-style file (MATH-500 as JSON lines: problem, answer, solution) gets the conversion a hub set gets.
+        if args.verifier == "math" and rows and "prompt" not in rows[0] and "problem" in rows[0]:
+            return to_math_rows(Dataset.from_list(rows)).to_list()
+        return rows
     if args.verifier == "math":
         return load_math(args.dataset_name, args.split, args.dataset_config).to_list()
-    from datasets import load_dataset
-
     return load_dataset(args.dataset_name, args.dataset_config, split=args.split).to_list()
 
 
@@ -79,8 +111,8 @@ def main(args: EvalArguments) -> dict:
     if embedded:
         with state.main_process_first():
             model_path = build_base_model(EmbeddedRecipe())
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(state.device)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model, tokenizer = load_model_and_tokenizer(model_path)
+    model.to(state.device)
     rows = _load_rows(args)[: args.max_samples]
     default_instruction = EMBEDDED_INSTRUCTION if args.dataset_name == "embedded" else MATH_CORRECTION_INSTRUCTION
     settings = EvalSettings(
@@ -120,7 +152,11 @@ def main(args: EvalArguments) -> dict:
 
 
 def run() -> None:
-    main(*TrlParser((EvalArguments,)).parse_args_and_config())
+    args = TrlParser((EvalArguments,)).parse_args_and_config()
+    try:
+        main(*args)
+    except ModelLoadError as error:  # one line, not transformers' traceback about repo ids
+        raise SystemExit(f"score-trl-eval: error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .metrics import accuracy, self_correction_metrics
 from .prompts import MATH_CORRECTION_INSTRUCTION
-from .rewards import REWARD_FUNCS, extract_final_answer, verify_math
+from .rewards import REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
 from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
 
 
@@ -235,11 +234,18 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
 
 
 def _majority_correct(answers: list[str | None], gold: str) -> bool:
-    votes = Counter(a for a in answers if a is not None)
-    if not votes:
+    # Votes go to classes of equivalent answers (`1/2`, `0.5` and `\frac{1}{2}` are one answer), each class named by
+    # its first answer; a tie goes to the class seen first.
+    classes: list[list[str]] = []
+    for answer in filter(None, answers):
+        same = next((c for c in classes if equivalent_answers(c[0], answer)), None)
+        if same is None:
+            classes.append([answer])
+        else:
+            same.append(answer)
+    if not classes:
         return False
-    answer = votes.most_common(1)[0][0]
-    return verify_math(f"\\boxed{{{answer}}}", gold) == 1.0
+    return verify_math(f"\\boxed{{{max(classes, key=len)[0]}}}", gold) == 1.0
 
 
 def inference_scaling(
@@ -249,9 +255,9 @@ def inference_scaling(
     k: int,
     settings: EvalSettings | None = None,
 ) -> dict[str, float]:
-    """The paper's section 6.2 at a budget of `k` samples per problem (math verifier, majority vote over answers):
-    `parallel`, k first attempts voted; `sequential`, k/2 first attempts each self-corrected once, the k/2 second
-    attempts voted. Runs in one process."""
+    """The paper's section 6.2 at a budget of `k` samples per problem (math verifier, majority vote over answers,
+    equivalent answers voting together): `parallel`, k first attempts voted; `sequential`, k/2 first attempts each
+    self-corrected once, the k/2 second attempts voted. Runs in one process."""
     if k < 2 or k % 2:
         raise ValueError(f"k={k}: the budget must be an even number >= 2 (k/2 attempts, each corrected once).")
     settings = settings or EvalSettings(do_sample=True)

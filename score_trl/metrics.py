@@ -6,11 +6,11 @@ metric that reads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rapidfuzz.distance import Levenshtein
 
-from .rewards.math import extract_final_answer
+from .rewards.math import equivalent_answers, extract_final_answer
 
 
 __all__ = [
@@ -52,16 +52,24 @@ def edit_distance_ratio(first: str, second: str) -> float:
     return Levenshtein.distance(first, second) / total if total else 0.0
 
 
-def answer_changed(first: str, second: str) -> bool:
-    """Whether the final answer (boxed or the paper's phrase) differs between two attempts.
+def answer_changed(
+    first: str,
+    second: str,
+    extract_answer: Callable[[str], str | None] = extract_final_answer,
+    same_answer: Callable[[str, str], bool] = equivalent_answers,
+) -> bool:
+    r"""Whether the final answer (boxed or the paper's phrase) differs between two attempts.
 
-    A missing answer counts as an answer of its own; when neither attempt states one (code, free text), the
-    stripped texts are compared.
+    Answers are the same when `same_answer` says so: by default equal strings or equivalent by math-verify, so
+    `0.5` -> `\frac{1}{2}` is no change. A missing answer counts as an answer of its own; when neither attempt states
+    one (code, free text), the stripped texts are compared. `extract_answer` and `same_answer` fit other tasks.
     """
-    a, b = extract_final_answer(first), extract_final_answer(second)
+    a, b = extract_answer(first), extract_answer(second)
     if a is None and b is None:
         return first.strip() != second.strip()
-    return a != b
+    if a is None or b is None:
+        return True
+    return not same_answer(a, b)
 
 
 def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str]) -> float:

@@ -50,7 +50,9 @@ _CORPUS = [
 ]
 
 
-def build_tiny_tokenizer(pad_is_eos: bool = False, vocab_size: int = 512, bos: bool = False) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(
+    pad_is_eos: bool = False, vocab_size: int = 512, bos: bool = False
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (any text round-trips) trained on a few lines, with a ChatML chat template.
 
     `pad_is_eos=True` builds the common pad == eos case (Llama/Qwen base models) that masks must survive. `bos=True`

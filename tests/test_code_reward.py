@@ -1,5 +1,8 @@
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 
 import pytest
@@ -12,6 +15,23 @@ MBPP_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
 HUMANEVAL = {"test": "def check(candidate):\n    assert candidate(2) == 4\n", "entry_point": "double"}
 GOOD = "def add(a, b):\n    return a + b\n"
 FAST = SandboxConfig(wall_time=3.0, cpu_time=3)
+
+
+@pytest.fixture(scope="module")
+def venv_under_tmp():
+    # Under /tmp itself whatever TMPDIR says: /tmp is what bwrap replaces with a private, empty tmpfs.
+    root = tempfile.mkdtemp(prefix="score_trl_venv_", dir="/tmp")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(root, "venv")], check=True)
+    yield os.path.join(root, "venv", "bin", "python")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, params=["running", pytest.param("venv_under_tmp", marks=pytest.mark.slow)])
+def interpreter(request, monkeypatch):
+    """Every test runs with the interpreter running pytest and (slow) as if training ran from a virtualenv under
+    /tmp, as CI and tox make them: the sandbox's default interpreter is `sys.executable`."""
+    if request.param == "venv_under_tmp":
+        monkeypatch.setattr(sys, "executable", request.getfixturevalue("venv_under_tmp"))
 
 
 def _live_sandbox_processes() -> list[str]:

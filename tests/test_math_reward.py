@@ -76,3 +76,33 @@ def test_math_reward_plain_and_conversational():
 
 def test_math_reward_keeps_its_name_for_trl_logs():
     assert math_reward.__name__ == "math_reward"
+
+
+# MATH writes money with an escaped dollar (3 of MATH-500's gold answers): `\$` is a currency sign, not math mode.
+ESCAPED_DOLLAR_GOLD = [
+    (r"\$18.90", [r"\boxed{18.90}", r"\boxed{\$18.90}", r"\boxed{18.9}", PHRASE.format(r"\$18.90")], r"\boxed{19.80}"),
+    (r"\$32,\!348", [r"\boxed{32348}", r"\boxed{\$32,348}", r"\boxed{32,\!348}"], r"\boxed{32,349}"),
+    (r"\$36", [r"\boxed{36}", r"\boxed{\$36}", r"\boxed{\$36.00}", r"\boxed{36\text{ dollars}}"], r"\boxed{63}"),
+]
+
+
+@pytest.mark.parametrize(("gold", "right", "wrong"), ESCAPED_DOLLAR_GOLD)
+def test_escaped_dollar_gold_answers_are_judged(gold, right, wrong):
+    assert [verify_math(completion, gold) for completion in right] == [1.0] * len(right)
+    assert verify_math(wrong, gold) == 0.0
+
+
+def test_to_math_rows_keeps_escaped_dollar_gold_answers():
+    from datasets import Dataset
+
+    from score_trl.data.math import to_math_rows
+
+    problems = [
+        {"problem": "Price?", "answer": r"\$18.90", "solution": ""},
+        {"problem": "Total?", "answer": "", "solution": r"It is \boxed{\$32,\!348}."},  # gold from the solution
+        {"problem": "Cost?", "answer": r"\$36", "solution": ""},
+        {"problem": "Broken?", "answer": "@@", "solution": ""},
+    ]
+    rows = to_math_rows(Dataset.from_list(problems))
+    assert rows["answer"] == [r"\$18.90", r"\$32,\!348", r"\$36"]
+    assert rows["id"] == ["0", "1", "2"]

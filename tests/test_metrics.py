@@ -55,3 +55,56 @@ def test_table_row():
 def test_mismatched_lengths_error():
     with pytest.raises(ValueError, match="must match"):
         transition_rates([1], [1, 0])
+
+
+PHRASE_HALF = r"Final Answer: The final answer is $\frac{1}{2}$. I hope it is correct."
+
+
+def test_equivalent_answers_are_no_change():
+    assert answer_changed(r"so \boxed{\frac{1}{2}}", r"so \boxed{0.5}") is False
+    assert answer_changed(r"\boxed{1/2}", PHRASE_HALF) is False
+    assert answer_changed(r"\boxed{x = 3}", r"\boxed{3}") is False
+    assert answer_changed(r"\boxed{\frac{1}{2}}", r"\boxed{\frac{1}{3}}") is True
+    assert answer_changed(r"\boxed{\frac{1}{2}}", "no answer any more") is True
+    first, second = [r"\boxed{0.5}", r"\boxed{2}"], [r"\boxed{\frac12}", r"\boxed{3}"]
+    assert answer_changed_rate(first, second) == pytest.approx(1 / 2)
+
+
+def test_answer_changed_takes_the_task_extractor_and_comparison():
+    def last_line(text: str) -> str | None:
+        return text.strip().splitlines()[-1] if text.strip() else None
+
+    def same_number(a: str, b: str) -> bool:
+        return float(a) == float(b)
+
+    assert answer_changed("work\n2", "other work\n2.0", extract_answer=last_line, same_answer=same_number) is False
+    assert answer_changed("work\n2", "work\n3", extract_answer=last_line, same_answer=same_number) is True
+    # Exact strings only: the old behaviour, for tasks whose answers have no equivalence.
+    assert answer_changed(r"\boxed{0.5}", r"\boxed{1/2}", same_answer=str.__eq__) is True
+
+
+def test_equivalent_answers_short_circuits_equal_strings(monkeypatch):
+    from score_trl.rewards import math as math_module
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("equal strings must not be parsed")
+
+    monkeypatch.setattr(math_module, "_parse_answer", no_parsing)
+    assert math_module.equivalent_answers(r"\frac{1}{2}", r"\frac{1}{2} ") is True
+
+
+@pytest.mark.parametrize(
+    ("votes", "gold", "expected"),
+    [
+        # one answer written three ways outvotes a wrong answer given twice
+        ([r"\frac{1}{2}", "0.5", "1/2", "3", "3"], "1/2", True),
+        ([r"\frac{1}{2}", "0.5", "1/2", "3", "3"], "3", False),
+        (["3", "3", r"\frac{1}{2}", "0.5"], "1/2", False),  # a tie goes to the answer seen first
+        (["3", None, r"\frac{1}{2}", "0.5", None], "0.5", True),  # no answer is no vote
+        ([None, None], "1", False),
+    ],
+)
+def test_majority_vote_groups_equivalent_answers(votes, gold, expected):
+    from score_trl.evaluation import _majority_correct
+
+    assert _majority_correct(votes, gold) is expected

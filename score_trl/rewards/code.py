@@ -79,7 +79,10 @@ def verify_code(
     entry_point: str | None = None,
     config: SandboxConfig | None = None,
 ) -> float:
-    """1.0 if the program in `completion` passes every test, else 0.0 (syntax error, failure, crash, timeout)."""
+    """1.0 if the program in `completion` passes every test, else 0.0 (syntax error, failure, crash, timeout).
+
+    Raises `SandboxError` when the sandbox itself failed and the program never ran: that is not the model's failure.
+    """
     if isinstance(test_list, str):  # a JSON-encoded column
         test_list = json.loads(test_list)
     program = build_test_program(extract_code(completion), test_list, test_setup_code, test, entry_point)

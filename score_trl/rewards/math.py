@@ -8,6 +8,7 @@ sample).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -15,12 +16,13 @@ import threading
 from math_verify import LatexExtractionConfig, parse, verify
 
 
-__all__ = ["extract_final_answer", "last_boxed", "verify_math"]
+__all__ = ["equivalent_answers", "extract_final_answer", "last_boxed", "verify_math"]
 
 # Long completions are clipped before searching: the final answer is at the end, and latex parsing is superlinear.
 TAIL_CHARS = 4000
 _FINAL_ANSWER = re.compile(r"final answer is\s*\$(.+?)\$(?=[\s.,;]|$)", re.IGNORECASE | re.DOTALL)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a `$` that opens or closes math, not an escaped `\$`
 
 
 def last_boxed(text: str) -> tuple[int, str] | None:
@@ -65,8 +67,18 @@ def _timeouts() -> tuple[int | None, int | None]:
 
 
 def _parse_latex(answer: str, parsing_timeout: int | None) -> list:
-    wrapped = answer if "\\boxed" in answer or "$" in answer else f"${answer}$"
-    return parse(wrapped, parsing_timeout=parsing_timeout)
+    # An escaped dollar (MATH's `\$18.90`, `\$32,\!348`) is a currency sign, not a math delimiter: such an answer
+    # still needs wrapping, and math-verify reads `$\$18.90$` as 18.90.
+    delimited = "\\boxed" in answer or _MATH_DOLLAR.search(answer) is not None
+    return parse(answer if delimited else f"${answer}$", parsing_timeout=parsing_timeout)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_answer(answer: str, parsing_timeout: int | None) -> tuple:
+    """A final answer parsed by math-verify (a tuple, so that the cached value cannot be changed in place)."""
+    boxed = f"\\boxed{{{answer}}}"
+    config = [LatexExtractionConfig(boxed_match_priority=0)]
+    return tuple(parse(boxed, extraction_config=config, parsing_timeout=parsing_timeout))
 
 
 def verify_math(completion: str, gold: str, tail_chars: int = TAIL_CHARS) -> float | None:
@@ -83,12 +95,23 @@ def verify_math(completion: str, gold: str, tail_chars: int = TAIL_CHARS) -> flo
     answer = extract_final_answer(completion, tail_chars)
     if answer is None:
         return 0.0
-    answer_parsed = parse(
-        f"\\boxed{{{answer}}}",
-        extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
-        parsing_timeout=parsing_timeout,
-    )
+    answer_parsed = _parse_answer(answer, parsing_timeout)
     if not answer_parsed:
         return 0.0
     # Order matters: math-verify treats the first argument as the reference.
-    return float(verify(gold_parsed, answer_parsed, timeout_seconds=verify_timeout))
+    return float(verify(gold_parsed, list(answer_parsed), timeout_seconds=verify_timeout))
+
+
+def equivalent_answers(first: str, second: str) -> bool:
+    r"""Whether two final answers (as `extract_final_answer` returns them) are one answer: equal strings, else
+    equivalent by math-verify, so `1/2`, `0.5` and `\frac{1}{2}` are one answer. `first` is math-verify's reference.
+
+    Equal strings are checked first and parses are cached: the trainer asks this for every sample of every step.
+    """
+    if first.strip() == second.strip():
+        return True
+    parsing_timeout, verify_timeout = _timeouts()
+    first_parsed, second_parsed = _parse_answer(first, parsing_timeout), _parse_answer(second, parsing_timeout)
+    if not first_parsed or not second_parsed:
+        return False
+    return bool(verify(list(first_parsed), list(second_parsed), timeout_seconds=verify_timeout))

@@ -52,7 +52,8 @@ def make_code_reward(config: SandboxConfig | None = None, max_workers: int = 4) 
 
 def code_reward(prompts: list, completions: list, **kwargs) -> list[float]:
     """1.0 when the program in a completion passes every test of its problem (MBPP `test_list` [+
-    `test_setup_code`], or HumanEval `test` + `entry_point`), run in the sandbox with default limits; else 0.0."""
+    `test_setup_code`], or HumanEval `test` + `entry_point`), run in the sandbox with default limits; else 0.0.
+    A failure of the sandbox itself raises `SandboxError` instead of scoring (docs/rewards.md)."""
     return make_code_reward()(prompts, completions, **kwargs)
 
 

@@ -1,0 +1,99 @@
+import json
+import sys
+
+import pytest
+
+from score_trl.cli import EvalArguments, ModelLoadError, _load_rows, load_model_and_tokenizer, main, run
+from score_trl.prompts import MATH_SYSTEM_PROMPT
+
+
+# MATH-500's columns as its JSON lines file has them; the second gold answer is one of its escaped-dollar forms.
+MATH500 = [
+    {
+        "problem": "What is $2+2$?",
+        "solution": "$2+2=\\boxed{4}$.",
+        "answer": "4",
+        "subject": "Prealgebra",
+        "level": 1,
+        "unique_id": "test/prealgebra/1.json",
+    },
+    {
+        "problem": "Three pens cost $\\$6.30$ each. What do they cost together?",
+        "solution": "$3 \\cdot 6.30 = \\boxed{\\$18.90}$.",
+        "answer": "\\$18.90",
+        "subject": "Prealgebra",
+        "level": 2,
+        "unique_id": "test/prealgebra/2.json",
+    },
+    {
+        "problem": "Simplify $\\frac{2}{4}$.",
+        "solution": "$\\boxed{\\frac{1}{2}}$",
+        "answer": "\\frac{1}{2}",
+        "subject": "Algebra",
+        "level": 1,
+        "unique_id": "test/algebra/3.json",
+    },
+]
+
+
+@pytest.fixture
+def math500_file(tmp_path):
+    path = tmp_path / "math500.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in MATH500))
+    return str(path)
+
+
+def test_local_math_file_gets_the_hub_conversion(math500_file):
+    rows = _load_rows(EvalArguments(dataset_name=math500_file))
+    assert [row["id"] for row in rows] == [p["unique_id"] for p in MATH500]
+    assert [row["answer"] for row in rows] == [p["answer"] for p in MATH500]
+    assert rows[1]["prompt"] == [
+        {"role": "system", "content": MATH_SYSTEM_PROMPT},
+        {"role": "user", "content": MATH500[1]["problem"]},
+    ]
+
+
+def test_local_file_already_in_row_format_is_read_as_is(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    row = {"prompt": [{"role": "user", "content": "1+1?"}], "answer": "2", "id": "a"}
+    path.write_text(json.dumps(row) + "\n")
+    assert _load_rows(EvalArguments(dataset_name=str(path))) == [row]
+
+
+def test_cli_evaluates_a_local_math500_file(tmp_path, math500_file, tiny_model_path):
+    out = tmp_path / "eval"
+    args = EvalArguments(
+        model_name_or_path=tiny_model_path,
+        dataset_name=math500_file,
+        max_new_tokens=4,
+        batch_size=4,
+        output_dir=str(out),
+    )
+    metrics = main(args)
+    assert metrics["n"] == 3
+    traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    assert sorted(t["id"] for t in traces) == sorted(p["unique_id"] for p in MATH500)
+
+
+@pytest.mark.parametrize("path", ["/no/such/score_trl/model", "./no_such_model", "runs/stage2/checkpoint-10"])
+def test_missing_model_path_is_one_line(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["score-trl-eval", "--model_name_or_path", path, "--output_dir", "eval"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    message = str(exit_info.value.code)
+    assert "\n" not in message
+    assert message.startswith("score-trl-eval: error:") and f"{path!r} does not exist" in message
+
+
+def test_hub_id_that_cannot_be_loaded_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no such directory here, so the name is tried as a Hub id (offline in the tests)
+    with pytest.raises(ModelLoadError, match="'no-such-org/no-such-model' is not a local directory") as error:
+        load_model_and_tokenizer("no-such-org/no-such-model")
+    assert "\n" not in str(error.value)
+
+
+def test_directory_without_a_model_is_one_line(tmp_path):
+    with pytest.raises(ModelLoadError, match="holds no loadable model") as error:
+        load_model_and_tokenizer(str(tmp_path))
+    assert "\n" not in str(error.value)
