@@ -15,7 +15,8 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
-from .data.embedded import EMBEDDED_INSTRUCTION, EmbeddedRecipe, build_base_model, split_problems
+from .data.embedded import EMBEDDED_INSTRUCTION, split_problems
+from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .data.math import load_math
 from .evaluation import EvalSettings, evaluate, inference_scaling
 from .prompts import MATH_CORRECTION_INSTRUCTION
