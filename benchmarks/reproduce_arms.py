@@ -17,14 +17,8 @@ from trl import RLOOConfig, RLOOTrainer, SFTConfig
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
 from score_trl.baselines import run_pair_sft, run_star
-from score_trl.data.embedded import (
-    COPY_VARIANT,
-    EMBEDDED_INSTRUCTION,
-    ContinuedRecipe,
-    EmbeddedRecipe,
-    build_base_model,
-    split_problems,
-)
+from score_trl.data.embedded import EMBEDDED_INSTRUCTION, split_problems
+from score_trl.data.embedded_model import COPY_VARIANT, ContinuedRecipe, EmbeddedRecipe, build_base_model
 from score_trl.evaluation import EvalSettings, evaluate
 from score_trl.rewards import math_reward
 
@@ -53,11 +47,13 @@ class Task:
 
 TASKS = {
     "default": Task(
-        "the demo's base (keeps its first answer 60% of the time, whatever its check says)", EmbeddedRecipe()
+        "the demo's base (keeps its first answer 60% of the time whatever its check says, rarely solves in steps "
+        'after a "no")',
+        EmbeddedRecipe(),
     ),
     "copy": Task(
         "the copy-prone variant (the default base continued 600 steps on traces that keep a right first answer 90% "
-        "and a wrong one 75% of the time; `score_trl.data.embedded.COPY_VARIANT`)",
+        "and a wrong one 75% of the time; `score_trl.data.embedded_model.COPY_VARIANT`)",
         COPY_VARIANT,
     ),
 }
@@ -67,7 +63,7 @@ TASKS = {
 class ArmSettings:
     """Budgets and coefficients shared by every arm of a run."""
 
-    max_tokens: int = 24  # per turn: the longest second attempt and its end token fit
+    max_tokens: int = 32  # per turn: the longest second attempt (check, worked solve, answer) and its end token fit
     stage1_steps: int = 150
     stage2_steps: int = 250
     alpha: float = 3.0

@@ -111,6 +111,9 @@ def run_evaluation(model_path: str, held_out: list[dict], script_args, training_
     )
     held_out = [row for row in held_out for _ in range(script_args.eval_samples_per_problem)]
     out = Path(training_args.output_dir)
+    # Seeded here, not only at start-up: each evaluation then samples the same whatever ran before it in the process
+    # (pretraining the base model, a stage), so a rerun prints the same table.
+    set_seed(training_args.seed)
     metrics, _ = evaluate(
         model,
         tokenizer,
@@ -230,7 +233,8 @@ def main(
     if state.is_main_process:
         table = format_table(results)
         decoding = f"sampled x{script_args.eval_samples_per_problem}" if script_args.eval_do_sample else "greedy"
-        print(f"\nSelf-correction on held-out problems ({decoding}, two turns):\n{table}")
+        note = "delta_se: delta's standard error over problems"
+        print(f"\nSelf-correction on held-out problems ({decoding}, two turns; {note}):\n{table}")
         Path(training_args.output_dir, "results.md").write_text(table + "\n")
         Path(training_args.output_dir, "results.json").write_text(json.dumps(results, indent=2))
         logger.info("Final model: %s", model_path)

@@ -17,7 +17,8 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import TrlParser
 
-from .data.embedded import EMBEDDED_INSTRUCTION, EmbeddedRecipe, build_base_model, split_problems
+from .data.embedded import EMBEDDED_INSTRUCTION, split_problems
+from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .data.math import load_math, to_math_rows
 from .evaluation import EvalSettings, evaluate, inference_scaling
 from .prompts import MATH_CORRECTION_INSTRUCTION

@@ -17,7 +17,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .metrics import accuracy, self_correction_metrics
+from .metrics import accuracy, clustered_standard_error, self_correction_metrics
 from .prompts import MATH_CORRECTION_INSTRUCTION
 from .rewards import REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
 from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
@@ -128,6 +128,11 @@ def metrics_from_traces(traces: Sequence[dict], correct_threshold: float = 1.0) 
     metrics = self_correction_metrics(
         correct(1), correct(last), [t["y1"] for t in traces], [t[f"y{last}"] for t in traces]
     )
+    # delta's standard error over problems: the samples of one problem (one `id`) are one draw, paired across turns.
+    judged = [t for t in traces if t["r1"] is not None and t[f"r{last}"] is not None]
+    if judged and "id" in judged[0]:
+        gains = [float(t[f"r{last}"] >= correct_threshold) - float(t["r1"] >= correct_threshold) for t in judged]
+        metrics["delta_se"] = clustered_standard_error(gains, [t["id"] for t in judged])
     if last != 2:
         metrics[f"acc_t{last}"] = metrics.pop("acc_t2")  # self_correction_metrics names the last turn "t2"
     for turn in range(2, last):

