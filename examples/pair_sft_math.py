@@ -6,15 +6,10 @@ same problem (D+: right ones too), one epoch of TRL's SFTTrainer on (x, y1, inst
 
 from pathlib import Path
 
-from sft_baselines import run
-
-from score_trl.baselines import run_pair_sft
+from score_trl.baselines.script import parse_baseline_args, run_baseline
 
 
-def train(model_path, rows, sft_args, sampling, args):
-    return run_pair_sft(model_path, rows, sft_args, sampling, "math", args.samples_per_problem, args.include_correct)
-
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "pair_sft" / "config_math.yaml"
 
 if __name__ == "__main__":
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "pair_sft" / "config_math.yaml"
-    run("Pair-SFT", train, recipe)
+    run_baseline("Pair-SFT", *parse_baseline_args(default_recipe=RECIPE))

@@ -6,17 +6,21 @@ There is no embedded default for code (a model small enough for a CPU does not w
         --config recipes/Qwen2.5-Coder-1.5B-Instruct/score/config_stage1_code.yaml --stage 1
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/score_code.py \\
         --config recipes/Qwen2.5-Coder-1.5B-Instruct/score/config_stage2_code.yaml --stage 2
+
+The pipeline itself is `score_trl.pipeline.run`; copy this script to change what runs around it.
 """
 
 import sys
 
-from score_math import ScriptArguments, Task, main, make_parser
+from accelerate import PartialState
+from trl import ModelConfig
 
-from score_trl.data.code import load_code_task
-from score_trl.rewards import code_reward
+from score_trl import MultiTurnRLOOConfig
+from score_trl.pipeline import ScoreScriptArguments, parse_args, run
 
 
-CODE = Task(load=load_code_task, reward=code_reward, verifier="code")
+def main(script_args: ScoreScriptArguments, training_args: MultiTurnRLOOConfig, model_args: ModelConfig) -> None:
+    run(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
@@ -25,7 +29,5 @@ if __name__ == "__main__":
             "examples/score_code.py needs a recipe: --config "
             "recipes/Qwen2.5-Coder-1.5B-Instruct/score/config_stage1_code.yaml (see docs/recipes.md)."
         )
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    if script_args.dataset_name == ScriptArguments.dataset_name:  # the math default: switch to the code sets
-        script_args.dataset_name = "google-research-datasets/mbpp"
-    main(script_args, training_args, model_args, CODE)
+    main(*parse_args(args=[*sys.argv[1:], "--task", "code"]))
+    PartialState().destroy_process_group()

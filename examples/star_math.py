@@ -7,16 +7,10 @@ right -> right), fine-tune on turn 2 with TRL's SFTTrainer, repeat from the late
 
 from pathlib import Path
 
-from sft_baselines import run
-
-from score_trl.baselines import run_star
+from score_trl.baselines.script import parse_baseline_args, run_baseline
 
 
-def train(model_path, rows, sft_args, sampling, args):
-    return run_star(
-        model_path, rows, sft_args, sampling, "math", args.iterations, args.samples_per_problem, args.keep_correct
-    )
-
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "star" / "config_math.yaml"
 
 if __name__ == "__main__":
-    run("STaR", train, Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "star" / "config_math.yaml")
+    run_baseline("STaR", *parse_baseline_args(default_recipe=RECIPE))

@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from datasets import Dataset, load_dataset
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from trl import TrlParser
 
-from .data.embedded import EMBEDDED_INSTRUCTION, split_problems
+from .data.embedded import split_problems
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .data.math import load_math, to_math_rows
-from .evaluation import EvalSettings, evaluate, inference_scaling
-from .prompts import MATH_CORRECTION_INSTRUCTION
+from .evaluation import EvalSettings, ModelLoadError, evaluate, inference_scaling, load_model_and_tokenizer
+from .tasks import get_task
 
 
 logger = logging.getLogger(__name__)
@@ -43,7 +41,7 @@ class EvalArguments:
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate at most this many problems."})
     verifier: str = field(default="math", metadata={"help": "Verifier by name: 'math' or 'code'."})
     instruction: str | None = field(
-        default=None, metadata={"help": "The self-correction instruction (default: the paper's, for math)."}
+        default=None, metadata={"help": "The self-correction instruction (default: the task's, from score_trl.tasks)."}
     )
     num_turns: int = field(default=2, metadata={"help": "Attempts per problem (>= 2)."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Tokens generated per turn."})
@@ -59,34 +57,6 @@ class EvalArguments:
         metadata={"help": "If > 0: inference-time scaling at k samples (k parallel vs k/2 self-corrected, voted)."},
     )
     output_dir: str = field(default="eval", metadata={"help": "Where metrics.json and traces.jsonl are written."})
-
-
-class ModelLoadError(OSError):
-    """The model named on the command line cannot be loaded; the message is one line that says why."""
-
-
-def load_model_and_tokenizer(model_name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a saved directory or a Hub id.
-
-    Raises `ModelLoadError` with a one-line reason where transformers would end in a traceback about repo ids: a path
-    that does not exist, a directory that holds no model, a Hub id that cannot be loaded (offline, or a typo).
-    """
-    path = os.path.expanduser(model_name_or_path)
-    is_dir = os.path.isdir(path)
-    if not is_dir:
-        try:
-            validate_repo_id(path)
-        except HFValidationError:
-            raise ModelLoadError(
-                f"the model path {model_name_or_path!r} does not exist (and is not a Hub model id): pass the "
-                "directory of a saved model, a Hub id, or 'embedded'."
-            ) from None
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype="auto"), AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        where = "holds no loadable model" if is_dir else "is not a local directory, and loading it from the Hub failed"
-        raise ModelLoadError(f"the model {model_name_or_path!r} {where}: {reason}") from error
 
 
 def _load_rows(args: EvalArguments) -> list[dict]:
@@ -115,10 +85,10 @@ def main(args: EvalArguments) -> dict:
     model, tokenizer = load_model_and_tokenizer(model_path)
     model.to(state.device)
     rows = _load_rows(args)[: args.max_samples]
-    default_instruction = EMBEDDED_INSTRUCTION if args.dataset_name == "embedded" else MATH_CORRECTION_INSTRUCTION
+    task = get_task("embedded" if args.dataset_name == "embedded" else args.verifier)
     settings = EvalSettings(
         num_turns=args.num_turns,
-        instruction=args.instruction or default_instruction,
+        instruction=args.instruction or task.instruction,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         do_sample=args.do_sample,

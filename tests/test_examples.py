@@ -13,21 +13,13 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "recipes").rglob("config_*.yaml"))
-sys.path.insert(0, str(ROOT / "examples"))
 
 
 def _parse(argv, baseline=False):
-    import score_math
-    from sft_baselines import BaselineArguments
-    from trl import ModelConfig, SFTConfig, TrlParser
+    from score_trl.baselines.script import parse_baseline_args
+    from score_trl.pipeline import parse_args
 
-    parser = TrlParser((BaselineArguments, SFTConfig, ModelConfig)) if baseline else score_math.make_parser()
-    old = sys.argv
-    sys.argv = ["script.py", *argv]
-    try:
-        return parser.parse_args_and_config()
-    finally:
-        sys.argv = old
+    return parse_baseline_args(args=argv) if baseline else parse_args(args=argv)
 
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if "/score/" not in r])

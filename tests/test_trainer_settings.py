@@ -1,8 +1,6 @@
 """What the trainers mask, log and refuse: per-turn truncation masks, logs that describe what trains, settings that
 would be ignored, arguments passed through to GRPOTrainer, and the KL reference model."""
 
-import math
-
 import pytest
 import torch
 from datasets import Dataset
@@ -71,7 +69,7 @@ def test_logs_describe_what_trains(tmp_path, tiny_model_path):
     trainer._generate_and_score_completions(batch())
     metrics = trainer._metrics["train"]
     for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/clipped_ratio", "rewards/reward/mean"):
-        assert not metrics.get(key), key  # TRL's last-turn-only values, replaced by per-turn ones
+        assert key not in metrics, key  # TRL's last-turn-only values, replaced by per-turn ones
     r1, r2 = torch.tensor([1.0, 1.0, 1.0, 0.0]), torch.tensor([1.0, 0.0, 1.0, 1.0])
     returns = torch.stack([r1, r2 + 2.0 * (r2 - r1)], dim=1)  # [[1, 1], [1, -2], [1, 1], [0, 3]]
     loo = (returns.view(2, 2, 2) - returns.view(2, 2, 2).flip(1)).view(4, 2)  # two samples: the other one's return
@@ -96,7 +94,9 @@ def test_changed_when_wrong_is_undefined_without_wrong_first_attempts(tmp_path, 
 
     trainer = scripted_trainer(tmp_path, tiny_model_path, attempts, reward)
     trainer._generate_and_score_completions(batch())
-    assert math.isnan(trainer._metrics["train"]["self_correction/changed_when_wrong"][0])
+    metrics = trainer._metrics["train"]
+    assert "self_correction/changed_when_wrong" not in metrics  # undefined: not logged (0.0 would read as collapse)
+    assert metrics["self_correction/changed_rate"] == [1.0]
 
 
 class TestConfigRefusesIgnoredSettings:

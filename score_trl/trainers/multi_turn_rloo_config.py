@@ -4,8 +4,6 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from ..prompts import MATH_CORRECTION_INSTRUCTION
-
 
 @dataclass
 class MultiTurnRLOOConfig(GRPOConfig):
@@ -23,8 +21,9 @@ class MultiTurnRLOOConfig(GRPOConfig):
 
         num_turns (`int`, *optional*, defaults to `2`):
             Attempts per episode. 2 is the paper's setting; each extra turn repeats the instruction.
-        turn_instruction (`str`, *optional*, defaults to the paper's MATH instruction):
-            The fixed self-correction instruction shown after each attempt.
+        turn_instruction (`str` or `None`, *optional*, defaults to `None`):
+            The fixed self-correction instruction shown after each attempt. `None`: the paper's MATH instruction
+            (`score_trl.MATH_CORRECTION_INSTRUCTION`); `score_trl.pipeline` uses its task's instruction.
         instruction_template (`str`, *optional*, defaults to `"\n\n{instruction}\n\n"`):
             How the instruction is written between attempts for plain-text (non-conversational) prompts.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
@@ -46,9 +45,12 @@ class MultiTurnRLOOConfig(GRPOConfig):
     """
 
     num_turns: int = field(default=2, metadata={"help": "Attempts per episode (the paper uses 2)."})
-    turn_instruction: str = field(
-        default=MATH_CORRECTION_INSTRUCTION,
-        metadata={"help": "The fixed self-correction instruction shown after each attempt (paper's MATH default)."},
+    turn_instruction: str | None = field(
+        default=None,
+        metadata={
+            "help": "The fixed self-correction instruction shown after each attempt. None: the paper's MATH "
+            "instruction (`score_trl.pipeline` uses its task's instruction)."
+        },
     )
     instruction_template: str = field(
         default="\n\n{instruction}\n\n",

@@ -13,6 +13,7 @@ from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
 from ..metrics import format_table
+from ..prompts import MATH_CORRECTION_INSTRUCTION
 from ..rollout import TurnRenderer, generate_turns
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
 from .returns import leave_one_out_advantages, shaped_returns, weighted_rewards
@@ -154,9 +155,10 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
     def get_turn_instruction(self, example: dict[str, Any], turn: int) -> str:
         """The instruction shown before attempt `turn` (2, 3, ...) of `example` (a dataset row).
 
-        Defaults to `args.turn_instruction` for every problem; override to read it from a column, for instance.
+        Defaults to `args.turn_instruction` (the paper's MATH instruction when unset) for every problem; override to
+        read it from a column, for instance.
         """
-        return self.args.turn_instruction
+        return self.args.turn_instruction or MATH_CORRECTION_INSTRUCTION
 
     def compute_turn_returns(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-turn returns from per-turn rewards, both (num_samples, num_turns); NaN marks an unjudged sample.

@@ -3,6 +3,8 @@ completions table that shows the advantages the loss uses."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from trl.trainer.utils import nanstd
 
@@ -33,12 +35,19 @@ class TurnMetricsMixin:
         totals = self.accelerator.reduce(torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device))
         return (totals[0] / totals[1]).item() if totals[1] > 0 else float("nan")
 
+    def _log_if_defined(self, mode: str, key: str, value: float) -> None:
+        """Log a rate only where it is defined: a NaN would read as a value, and TRL logs a window of NaNs as None."""
+        if not math.isnan(value):
+            self._metrics[mode][key].append(value)
+
     def _log_turn_metrics(self, mode: str, batch: TurnBatch, num_generations: int) -> None:
         metrics = self._metrics[mode]
         per_func = [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
         for key in (*self._LAST_TURN_METRICS, *per_func):
             if metrics.get(key):
                 metrics[key].pop()  # appended by GRPOTrainer for this batch
+            if key in metrics and not metrics[key]:
+                del metrics[key]
         rewards, returns, advantages = batch.rewards, batch.returns, batch.advantages
         judged = ~torch.isnan(rewards)
         correct = rewards >= self.args.correct_threshold
@@ -52,7 +61,7 @@ class TurnMetricsMixin:
                 metrics[f"{prefix}rewards/{name}/mean"].append(mean)
             metrics[prefix + "return"].append(torch.nanmean(returns[:, turn]).item())
             metrics[prefix + "frac_return_zero_std"].append((spread[:, turn] == 0).float().mean().item())
-            metrics[prefix + "accuracy"].append(correct[judged[:, turn], turn].float().mean().item())
+            self._log_if_defined(mode, prefix + "accuracy", correct[judged[:, turn], turn].float().mean().item())
             metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
             metrics[prefix + "clipped_ratio"].append(self._global_mean(batch.truncated[turn]))
             self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
@@ -70,9 +79,8 @@ class TurnMetricsMixin:
         local = slice(self.accelerator.process_index * len(first), (self.accelerator.process_index + 1) * len(first))
         wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
         metrics["self_correction/changed_rate"].append(self._global_mean(changed))
-        # The paper's collapse signal: how often a wrong first attempt is changed at all (NaN when none was wrong).
-        metrics["self_correction/changed_when_wrong"].append(
-            self._global_mean([c for c, wrong in zip(changed, wrong_first, strict=True) if wrong])
-        )
+        # The paper's collapse signal: how often a wrong first attempt is changed at all (undefined when none was wrong).
+        changed_when_wrong = self._global_mean([c for c, wrong in zip(changed, wrong_first, strict=True) if wrong])
+        self._log_if_defined(mode, "self_correction/changed_when_wrong", changed_when_wrong)
         ratios = [edit_distance_ratio(a, b) for a, b in zip(first, last, strict=True)]
         metrics["self_correction/edit_ratio"].append(self._global_mean(ratios))

@@ -1,0 +1,92 @@
+"""The SFT baselines as scripts: arguments, base evaluation, training with STaR or Pair-SFT, the before/after table.
+`examples/star_math.py` and `examples/pair_sft_math.py` are thin scripts around `run_baseline`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from trl import ModelConfig, SFTConfig, TrlParser
+
+from ..data.embedded_model import EmbeddedRecipe, build_base_model
+from ..evaluation import EvalSettings, evaluate, load_model_and_tokenizer
+from ..metrics import format_table
+from ..tasks import TaskArguments, get_task
+from .pair_sft import run_pair_sft
+from .star import run_star
+
+
+__all__ = ["BASELINES", "BaselineArguments", "parse_baseline_args", "run_baseline"]
+
+
+@dataclass
+class BaselineArguments(TaskArguments):
+    """Task, data, sampling and evaluation settings of the SFT baselines (see `TaskArguments`)."""
+
+    instruction: str | None = field(default=None, metadata={"help": "Correction instruction (None: the task's)."})
+    samples_per_problem: int = field(default=4, metadata={"help": "Two-turn traces sampled per training problem."})
+    sample_max_new_tokens: int = field(default=1024, metadata={"help": "Tokens per turn when sampling traces."})
+    iterations: int = field(default=3, metadata={"help": "STaR: rounds of sample -> filter -> SFT."})
+    keep_correct: bool = field(default=False, metadata={"help": "STaR D+: also keep right -> right traces."})
+    include_correct: bool = field(default=False, metadata={"help": "Pair-SFT D+: also pair right first attempts."})
+
+
+def _star(model_path, rows, sft_args, sampling, args: BaselineArguments) -> str:
+    verifier = get_task(args.task).verifier
+    return run_star(
+        model_path, rows, sft_args, sampling, verifier, args.iterations, args.samples_per_problem, args.keep_correct
+    )
+
+
+def _pair_sft(model_path, rows, sft_args, sampling, args: BaselineArguments) -> str:
+    verifier = get_task(args.task).verifier
+    return run_pair_sft(model_path, rows, sft_args, sampling, verifier, args.samples_per_problem, args.include_correct)
+
+
+BASELINES = {"STaR": _star, "Pair-SFT": _pair_sft}
+
+
+def parse_baseline_args(default_recipe: Path | None = None, args: list[str] | None = None):
+    """(baseline arguments, SFT config, model config), read from `default_recipe` when no `--config` is given."""
+    args = sys.argv[1:] if args is None else list(args)
+    if default_recipe is not None and "--config" not in args:
+        args = ["--config", str(default_recipe), *args]
+    return TrlParser((BaselineArguments, SFTConfig, ModelConfig)).parse_args_and_config(args=args)
+
+
+def _evaluate(model_path: str, held_out, settings: EvalSettings, verifier: str, out: Path, name: str) -> dict:
+    model, tokenizer = load_model_and_tokenizer(model_path)
+    model.to(PartialState().device)
+    traces_path = str(out / f"eval_{name}_traces.jsonl")
+    return evaluate(model, tokenizer, held_out, verifier, settings, traces_path=traces_path)[0]
+
+
+def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, model_args: ModelConfig) -> dict:
+    """Evaluate the base model, train it with `method` (a key of `BASELINES`), evaluate again, print the table."""
+    logging.basicConfig(level=logging.INFO)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    task = get_task(args.task)
+    train, held_out = args.load_data()
+    model_path = model_args.model_name_or_path
+    if task.offline_model and model_path in (None, "embedded"):
+        with PartialState().main_process_first():
+            model_path = build_base_model(EmbeddedRecipe())
+    instruction = args.instruction or task.instruction
+    sampling = EvalSettings(instruction=instruction, max_new_tokens=args.sample_max_new_tokens, batch_size=64)
+    evaluation = EvalSettings(
+        instruction=instruction, max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size
+    )
+    out = Path(sft_args.output_dir)
+    results = {"base": _evaluate(model_path, held_out, evaluation, task.verifier, out, "base")}
+    trained = BASELINES[method](model_path, train.to_list(), sft_args, sampling, args)
+    results[method] = _evaluate(trained, held_out, evaluation, task.verifier, out, "final")
+    if PartialState().is_main_process:
+        print(f"\nSelf-correction on held-out problems (greedy, two turns):\n{format_table(results)}")
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results

@@ -1,0 +1,128 @@
+"""The task registry: for each task, where its data comes from, how it is scored and what the model is told between
+attempts. The pipeline (`score_trl.pipeline`), the SFT baselines and `score-trl-eval` look tasks up here, so that
+each default is written once.
+
+Add a task by adding a `Task` to `TASKS` (see docs/custom_task.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+from trl import ScriptArguments
+
+from .data.code import load_code_task
+from .data.embedded import EMBEDDED_INSTRUCTION, split_problems
+from .data.math import load_math
+from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION
+from .rewards import code_reward, math_reward
+
+
+__all__ = ["TASKS", "Task", "TaskArguments", "get_task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What differs between tasks.
+
+    `load(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split)` returns (training set, evaluation
+    rows), each row with a `prompt` and the columns `reward` reads; `verifier` names the reward in
+    `score_trl.rewards.REWARD_FUNCS` that evaluation uses; `offline_model` says the task brings its own base model
+    (the `embedded` model id).
+    """
+
+    name: str
+    load: Callable[[str | None, str | None, str, str | None, str], tuple[Dataset, list[dict]]]
+    reward: Callable
+    verifier: str
+    instruction: str
+    dataset_name: str | None
+    eval_dataset_name: str | None
+    dataset_config: str | None = None
+    offline_model: bool = False
+
+
+def _load_embedded(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
+    train, held_out = split_problems()
+    return Dataset.from_list(train), held_out
+
+
+def _load_math(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
+    return load_math(dataset_name, train_split, dataset_config), load_math(eval_dataset_name, eval_split).to_list()
+
+
+TASKS: dict[str, Task] = {
+    "embedded": Task(
+        name="embedded",
+        load=_load_embedded,
+        reward=math_reward,
+        verifier="math",
+        instruction=EMBEDDED_INSTRUCTION,
+        dataset_name=None,
+        eval_dataset_name=None,
+        offline_model=True,
+    ),
+    "math": Task(
+        name="math",
+        load=_load_math,
+        reward=math_reward,
+        verifier="math",
+        instruction=MATH_CORRECTION_INSTRUCTION,
+        dataset_name="EleutherAI/hendrycks_math",
+        eval_dataset_name="HuggingFaceH4/MATH-500",
+    ),
+    "code": Task(
+        name="code",
+        load=load_code_task,
+        reward=code_reward,
+        verifier="code",
+        instruction=CODE_CORRECTION_INSTRUCTION,
+        dataset_name="google-research-datasets/mbpp",
+        eval_dataset_name="openai/openai_humaneval",
+        dataset_config="full",
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name`, or an error that lists the registered ones."""
+    if name not in TASKS:
+        raise ValueError(f"task={name!r} is not registered; use one of {sorted(TASKS)} or add it to `TASKS`.")
+    return TASKS[name]
+
+
+@dataclass
+class TaskArguments(ScriptArguments):
+    """Which task, which data and how to evaluate: TRL's `ScriptArguments` plus what every score-trl script shares.
+
+    `dataset_name`, `dataset_config` and `eval_dataset_name` default to the task's; `dataset_test_split` is the split
+    of the evaluation set.
+    """
+
+    task: str = field(default="math", metadata={"help": "Registered task: 'math', 'code' or 'embedded' (offline)."})
+    eval_dataset_name: str | None = field(
+        default=None, metadata={"help": "Evaluation set, hub id or path (None: the task's, e.g. MATH-500)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many problems."})
+    eval_max_new_tokens: int = field(default=1024, metadata={"help": "Tokens per turn in evaluation."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Problems per generate call in evaluation."})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch threads per process (None: torch's)."})
+
+    def __post_init__(self):
+        get_task(self.task)
+        if self.dataset_streaming:
+            raise ValueError("dataset_streaming=True: score-trl loads whole data sets; leave it False.")
+
+    def load_data(self) -> tuple[Dataset, list[dict]]:
+        """(training set, evaluation rows) of the task, from these arguments or the task's defaults."""
+        task = get_task(self.task)
+        train, held_out = task.load(
+            self.dataset_name or task.dataset_name,
+            self.dataset_config or task.dataset_config,
+            self.dataset_train_split,
+            self.eval_dataset_name or task.eval_dataset_name,
+            self.dataset_test_split,
+        )
+        return train, held_out[: self.max_eval_samples]
