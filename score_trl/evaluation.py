@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from .metrics import accuracy, clustered_standard_error, self_correction_metrics
 from .prompts import MATH_CORRECTION_INSTRUCTION
-from .rewards import REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
+from .rewards import ANSWER_FORMATS, REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
 from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
 
 
@@ -156,8 +156,11 @@ def _score(reward_func: Callable, rows: Sequence[dict], prompts: list, texts: li
     return list(reward_func(prompts=prompts, completions=completions, **columns))
 
 
-def metrics_from_traces(traces: Sequence[dict], correct_threshold: float = 1.0) -> dict[str, float]:
-    """The paper's row from traces (keys `y1..yK`, `r1..rK`): first turn against last, plus Acc@t for every turn."""
+def metrics_from_traces(
+    traces: Sequence[dict], correct_threshold: float = 1.0, verifier: str = "math"
+) -> dict[str, float]:
+    """The paper's row from traces (keys `y1..yK`, `r1..rK`): first turn against last, plus Acc@t for every turn.
+    `verifier` names how final answers are found and compared (`score_trl.rewards.ANSWER_FORMATS`)."""
     if not traces:
         raise ValueError("No traces to score.")
     last = max(int(key[1:]) for key in traces[0] if key.startswith("r") and key[1:].isdigit())
@@ -165,9 +168,9 @@ def metrics_from_traces(traces: Sequence[dict], correct_threshold: float = 1.0) 
     def correct(turn: int) -> list:
         return [None if t[f"r{turn}"] is None else t[f"r{turn}"] >= correct_threshold for t in traces]
 
-    metrics = self_correction_metrics(
-        correct(1), correct(last), [t["y1"] for t in traces], [t[f"y{last}"] for t in traces]
-    )
+    texts_first, texts_last = [t["y1"] for t in traces], [t[f"y{last}"] for t in traces]
+    answers = ANSWER_FORMATS.get(verifier, {})
+    metrics = self_correction_metrics(correct(1), correct(last), texts_first, texts_last, **answers)
     # delta's standard error over problems: the samples of one problem (one `id`) are one draw, paired across turns.
     judged = [t for t in traces if t["r1"] is not None and t[f"r{last}"] is not None]
     if judged and "id" in judged[0]:
@@ -219,7 +222,10 @@ def evaluate(
     traces = gather_object(traces) if state.num_processes > 1 else traces
 
     all_traces = done + traces
-    metrics = metrics_from_traces(all_traces, settings.correct_threshold)
+    # A reward function passed as a callable is taken for a math one, whose answers it most likely scores.
+    metrics = metrics_from_traces(
+        all_traces, settings.correct_threshold, verifier if isinstance(verifier, str) else "math"
+    )
     if state.is_main_process:
         for path in filter(None, (traces_path, metrics_path)):
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

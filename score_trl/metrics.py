@@ -6,11 +6,10 @@ metric that reads it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 
 from rapidfuzz.distance import Levenshtein
-
-from .rewards.math import equivalent_answers, extract_final_answer
 
 
 __all__ = [
@@ -76,15 +75,18 @@ def edit_distance_ratio(first: str, second: str) -> float:
 def answer_changed(
     first: str,
     second: str,
-    extract_answer: Callable[[str], str | None] = extract_final_answer,
-    same_answer: Callable[[str, str], bool] = equivalent_answers,
+    extract_answer: Callable[[str], str | None] | None = None,
+    same_answer: Callable[[str, str], bool] = operator.eq,
 ) -> bool:
-    r"""Whether the final answer (boxed or the paper's phrase) differs between two attempts.
+    r"""Whether the final answer differs between two attempts.
 
-    Answers are the same when `same_answer` says so: by default equal strings or equivalent by math-verify, so
-    `0.5` -> `\frac{1}{2}` is no change. A missing answer counts as an answer of its own; when neither attempt states
-    one (code, free text), the stripped texts are compared. `extract_answer` and `same_answer` fit other tasks.
+    `extract_answer` finds a final answer in an attempt (None: there is none) and `same_answer` compares two; math
+    passes `score_trl.rewards.extract_final_answer` and `equivalent_answers`, so `0.5` -> `\frac{1}{2}` is no change.
+    A missing answer counts as an answer of its own; when neither attempt states one, or without `extract_answer`
+    (code, free text), the stripped texts are compared.
     """
+    if extract_answer is None:
+        return first.strip() != second.strip()
     a, b = extract_answer(first), extract_answer(second)
     if a is None and b is None:
         return first.strip() != second.strip()
@@ -93,26 +95,28 @@ def answer_changed(
     return not same_answer(a, b)
 
 
-def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str]) -> float:
-    """Fraction of problems whose final answer changed between the two attempts (see `answer_changed`)."""
+def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str], **answers: Callable) -> float:
+    """Fraction of problems whose final answer changed between the two attempts (`answers`: `answer_changed`'s
+    `extract_answer` and `same_answer`)."""
     if len(texts_t1) != len(texts_t2):
         raise ValueError(f"Turn 1 has {len(texts_t1)} texts and turn 2 has {len(texts_t2)}: they must match.")
     if not texts_t1:
         return 0.0
-    return sum(answer_changed(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)) / len(texts_t1)
+    return sum(answer_changed(a, b, **answers) for a, b in zip(texts_t1, texts_t2, strict=True)) / len(texts_t1)
 
 
 def self_correction_metrics(
-    correct_t1: Sequence, correct_t2: Sequence, texts_t1: Sequence[str], texts_t2: Sequence[str]
+    correct_t1: Sequence, correct_t2: Sequence, texts_t1: Sequence[str], texts_t2: Sequence[str], **answers: Callable
 ) -> dict[str, float]:
-    """The paper's table row: Acc@t1, Acc@t2, delta, i->c, c->i, plus answer-changed rate and mean edit ratio.
+    """The paper's table row: Acc@t1, Acc@t2, delta, i->c, c->i, plus answer-changed rate and mean edit ratio
+    (`answers`: `answer_changed`'s `extract_answer` and `same_answer`).
 
     `changed_when_wrong` / `changed_when_right` split the answer-changed rate by the first attempt's correctness:
     the paper's collapse is the first falling towards zero, and a model that acts on its own check changes wrong
     answers far more often than right ones.
     """
     ratios = [edit_distance_ratio(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)]
-    changed = [answer_changed(a, b) for a, b in zip(texts_t1, texts_t2, strict=True)]
+    changed = [answer_changed(a, b, **answers) for a, b in zip(texts_t1, texts_t2, strict=True)]
     when_wrong = [c for c, ok in zip(changed, correct_t1, strict=True) if ok is not None and not ok]
     when_right = [c for c, ok in zip(changed, correct_t1, strict=True) if ok is not None and ok]
     return {

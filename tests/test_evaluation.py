@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from score_trl.cli import EvalArguments
 from score_trl.evaluation import EvalSettings, evaluate, metrics_from_traces
 from score_trl.metrics import self_correction_metrics
+from score_trl.rewards import ANSWER_FORMATS
 
 
 SETTINGS = EvalSettings(max_new_tokens=6, batch_size=4)
@@ -30,9 +31,9 @@ def test_metrics_equal_the_metrics_module_on_the_written_traces(tmp_path, model_
     )
     traces = [json.loads(line) for line in traces_path.read_text().splitlines()]
     assert len(traces) == 6 and set(traces[0]) == {"id", "y1", "y2", "r1", "r2"}
-    expected = self_correction_metrics(
-        [t["r1"] for t in traces], [t["r2"] for t in traces], [t["y1"] for t in traces], [t["y2"] for t in traces]
-    )
+    texts_1, texts_2 = [t["y1"] for t in traces], [t["y2"] for t in traces]
+    rewards_1, rewards_2 = [t["r1"] for t in traces], [t["r2"] for t in traces]
+    expected = self_correction_metrics(rewards_1, rewards_2, texts_1, texts_2, **ANSWER_FORMATS["math"])
     gains = [t["r2"] - t["r1"] for t in traces]  # six problems, one sample each: the plain standard error
     expected["delta_se"] = pytest.approx(statistics.stdev(gains) / 6**0.5)
     assert metrics == expected == json.loads(metrics_path.read_text())

@@ -10,6 +10,10 @@ from score_trl.metrics import (
     self_correction_metrics,
     transition_rates,
 )
+from score_trl.rewards import ANSWER_FORMATS
+
+
+MATH = ANSWER_FORMATS["math"]
 
 
 def test_transitions_by_hand():
@@ -37,7 +41,7 @@ def test_edit_distance_ratio_by_hand():
 def test_answer_changed_rate_reads_final_answers():
     t1 = [r"work \boxed{3}", r"\boxed{4}", "no answer", r"The final answer is $5$. I hope"]
     t2 = [r"other work \boxed{3}", r"\boxed{5}", r"\boxed{1}", r"\boxed{5}"]
-    assert answer_changed_rate(t1, t2) == pytest.approx(2 / 4)
+    assert answer_changed_rate(t1, t2, **MATH) == pytest.approx(2 / 4)
 
 
 def test_answer_changed_without_final_answers_compares_texts():
@@ -46,7 +50,7 @@ def test_answer_changed_without_final_answers_compares_texts():
 
 
 def test_table_row():
-    row = self_correction_metrics([1, 0], [1, 1], [r"\boxed{1}", r"\boxed{2}"], [r"\boxed{1}", r"\boxed{3}"])
+    row = self_correction_metrics([1, 0], [1, 1], [r"\boxed{1}", r"\boxed{2}"], [r"\boxed{1}", r"\boxed{3}"], **MATH)
     assert row["acc_t1"] == 0.5 and row["acc_t2"] == 1.0
     assert row["delta"] == 0.5 and row["delta_i2c"] == 0.5 and row["delta_c2i"] == 0.0
     assert row["changed_rate"] == 0.5 and row["n"] == 2
@@ -63,13 +67,13 @@ PHRASE_HALF = r"Final Answer: The final answer is $\frac{1}{2}$. I hope it is co
 
 
 def test_equivalent_answers_are_no_change():
-    assert answer_changed(r"so \boxed{\frac{1}{2}}", r"so \boxed{0.5}") is False
-    assert answer_changed(r"\boxed{1/2}", PHRASE_HALF) is False
-    assert answer_changed(r"\boxed{x = 3}", r"\boxed{3}") is False
-    assert answer_changed(r"\boxed{\frac{1}{2}}", r"\boxed{\frac{1}{3}}") is True
-    assert answer_changed(r"\boxed{\frac{1}{2}}", "no answer any more") is True
+    assert answer_changed(r"so \boxed{\frac{1}{2}}", r"so \boxed{0.5}", **MATH) is False
+    assert answer_changed(r"\boxed{1/2}", PHRASE_HALF, **MATH) is False
+    assert answer_changed(r"\boxed{x = 3}", r"\boxed{3}", **MATH) is False
+    assert answer_changed(r"\boxed{\frac{1}{2}}", r"\boxed{\frac{1}{3}}", **MATH) is True
+    assert answer_changed(r"\boxed{\frac{1}{2}}", "no answer any more", **MATH) is True
     first, second = [r"\boxed{0.5}", r"\boxed{2}"], [r"\boxed{\frac12}", r"\boxed{3}"]
-    assert answer_changed_rate(first, second) == pytest.approx(1 / 2)
+    assert answer_changed_rate(first, second, **MATH) == pytest.approx(1 / 2)
 
 
 def test_answer_changed_takes_the_task_extractor_and_comparison():
@@ -82,7 +86,9 @@ def test_answer_changed_takes_the_task_extractor_and_comparison():
     assert answer_changed("work\n2", "other work\n2.0", extract_answer=last_line, same_answer=same_number) is False
     assert answer_changed("work\n2", "work\n3", extract_answer=last_line, same_answer=same_number) is True
     # Exact strings only: the old behaviour, for tasks whose answers have no equivalence.
-    assert answer_changed(r"\boxed{0.5}", r"\boxed{1/2}", same_answer=str.__eq__) is True
+    assert answer_changed(r"\boxed{0.5}", r"\boxed{1/2}", MATH["extract_answer"], str.__eq__) is True
+    # No extractor (code, free text): whole texts are compared.
+    assert answer_changed(r"\boxed{0.5}", r"\boxed{1/2}") is True
 
 
 def test_equivalent_answers_short_circuits_equal_strings(monkeypatch):

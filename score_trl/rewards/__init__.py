@@ -6,11 +6,12 @@ keyword arguments and None meaning "cannot judge" (TRL skips the sample).
 
 from .code import extract_code, verify_code, verify_code_batch
 from .math import equivalent_answers, extract_final_answer, verify_math
-from .rewards import REWARD_FUNCS, code_reward, completion_text, make_code_reward, math_reward
+from .rewards import ANSWER_FORMATS, REWARD_FUNCS, code_reward, completion_text, make_code_reward, math_reward
 from .sandbox import SandboxConfig, SandboxError, SandboxResult, run_python
 
 
 __all__ = [
+    "ANSWER_FORMATS",
     "REWARD_FUNCS",
     "SandboxConfig",
     "SandboxError",

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Sequence
 
 from .code import verify_code_batch
-from .math import verify_math
+from .math import equivalent_answers, extract_final_answer, verify_math
 from .sandbox import SandboxConfig
 
 
@@ -58,3 +58,9 @@ def code_reward(prompts: list, completions: list, **kwargs) -> list[float]:
 
 
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {"math": math_reward, "code": code_reward}
+
+# How each verifier's final answers are found and compared, for the answer-changed metrics
+# (`score_trl.metrics.answer_changed`); a verifier without an entry compares whole texts.
+ANSWER_FORMATS: dict[str, dict[str, Callable]] = {
+    "math": {"extract_answer": extract_final_answer, "same_answer": equivalent_answers}
+}

@@ -9,6 +9,7 @@ import torch
 from trl.trainer.utils import nanstd
 
 from ..metrics import answer_changed, edit_distance_ratio, transition_rates
+from ..rewards import ANSWER_FORMATS
 from .turn_batch import TurnBatch
 
 
@@ -16,7 +17,13 @@ __all__ = ["TurnMetricsMixin"]
 
 
 class TurnMetricsMixin:
-    """Logging for a `GRPOTrainer` subclass that trains several turns per episode (see docs/trainers.md)."""
+    """Logging for a `GRPOTrainer` subclass that trains several turns per episode (see docs/trainers.md).
+
+    `answer_format` says how final answers are found and compared for the answer-changed logs: math's by default;
+    a subclass for code sets `{}` (whole texts compared) or its own `extract_answer` / `same_answer`.
+    """
+
+    answer_format: dict = ANSWER_FORMATS["math"]
 
     # TRL's metrics computed from the last turn's reward or the last token of `y1 | s2 | y2`: replaced by per-turn ones.
     _LAST_TURN_METRICS = (
@@ -75,7 +82,7 @@ class TurnMetricsMixin:
         for key, value in transition_rates(correct[both, 0].tolist(), correct[both, -1].tolist()).items():
             metrics[f"self_correction/{key}"].append(value)
         first, last = batch.texts[0], batch.texts[-1]
-        changed = [answer_changed(a, b) for a, b in zip(first, last, strict=True)]
+        changed = [answer_changed(a, b, **self.answer_format) for a, b in zip(first, last, strict=True)]
         local = slice(self.accelerator.process_index * len(first), (self.accelerator.process_index + 1) * len(first))
         wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
         metrics["self_correction/changed_rate"].append(self._global_mean(changed))
