@@ -23,8 +23,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from ..testing import build_tiny_model
 from .embedded import PRACTICE_FROM, build_tokenizer, make_problems, practice_trace, solver_trace
+from .tiny_model import build_tiny_model
 
 
 __all__ = ["COPY_VARIANT", "ContinuedRecipe", "EmbeddedRecipe", "build_base_model", "default_cache_dir"]

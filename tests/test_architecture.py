@@ -1,0 +1,83 @@
+"""The import structure docs/architecture.md draws: layers that import only downwards, no cycles, and no library
+module that imports the offline test kit (`score_trl.testing`)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "score_trl"
+# Lowest first. A module imports from its own layer or lower ones only (docs/architecture.md).
+LAYERS = [
+    {"prompts", "metrics", "rewards"},
+    {"rollout", "data", "testing"},
+    {"trainers", "evaluation"},
+    {"tasks", "baselines"},
+    {"pipeline", "cli"},
+]
+
+
+def component(module: str) -> str:
+    """`score_trl.rewards.math` -> `rewards`."""
+    return module.split(".")[1]
+
+
+def imports() -> dict[str, set[str]]:
+    """Module name -> the score_trl modules it imports (package `__init__` files left out: they re-export)."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        name = ".".join(("score_trl", *path.relative_to(PACKAGE).with_suffix("").parts))
+        package = name.rsplit(".", 1)[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    module = f"{base}.{node.module}" if node.module else base
+                else:
+                    module = node.module or ""
+                targets |= {module} if module.startswith("score_trl.") else set()
+            elif isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names if alias.name.startswith("score_trl.")}
+        graph[name] = targets
+    return graph
+
+
+def layer(module: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if component(module) in names)
+
+
+def test_every_module_has_a_layer():
+    assert {component(m) for m in imports()} <= set().union(*LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(imports()))
+def test_imports_run_downwards(module):
+    upward = [t for t in imports()[module] if component(t) != component(module) and layer(t) > layer(module)]
+    assert not upward, f"{module} imports from a higher layer: {upward}"
+
+
+def test_library_never_imports_the_test_kit():
+    users = [m for m, targets in imports().items() if "score_trl.testing" in targets]
+    assert not users, users
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t in targets if t in imports()} for m, targets in imports().items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError(" -> ".join([*path, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
