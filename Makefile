@@ -23,6 +23,10 @@ install: $(VENV)
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || \
 		echo "warning: bubblewrap not installed; the code sandbox will use resource limits only"
+	@# DeepSpeed compiles its CPU communication op on first use (tests/test_deepspeed.py): it needs a C++ compiler.
+	@command -v c++ >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq g++ >/dev/null; } || \
+		echo "warning: no C++ compiler; the DeepSpeed tests will be skipped"
 
 demo: install
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 examples/score_math.py

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import transformers
-import yaml
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import RLOOConfig, RLOOTrainer, SFTConfig
@@ -20,7 +19,9 @@ from score_trl.baselines import run_pair_sft, run_star
 from score_trl.data.embedded import EMBEDDED_INSTRUCTION, split_problems
 from score_trl.data.embedded_model import COPY_VARIANT, ContinuedRecipe, EmbeddedRecipe, build_base_model
 from score_trl.evaluation import EvalSettings, evaluate
+from score_trl.pipeline import parse_args
 from score_trl.rewards import math_reward
+from score_trl.tasks import get_task
 
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
@@ -74,10 +75,12 @@ class ArmSettings:
 
 
 def _rl_values() -> dict:
-    """The trainer arguments of the embedded recipe (the demo's), so that every RL arm samples and trains alike."""
-    values = yaml.safe_load(RECIPE.read_text())
-    names = {f.name for f in dataclasses.fields(MultiTurnRLOOConfig)}
-    return {k: v for k, v in values.items() if k in names}
+    """The trainer arguments of the embedded recipe (the demo's), parsed as the demo parses them, so that every RL
+    arm samples and trains alike. `beta` and `generation_batch_size` are derived again by each arm's config."""
+    script_args, args, _ = parse_args(args=["--config", str(RECIPE)])
+    args.turn_instruction = args.turn_instruction or get_task(script_args.task).instruction  # as the pipeline does
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
+    return {k: v for k, v in values.items() if k not in ("beta", "generation_batch_size")}
 
 
 def _config(cls, out: str, seed: int, settings: ArmSettings, steps: int, **changes):
@@ -120,7 +123,10 @@ def _rl(stage1: bool, shaped: bool) -> Callable:
         else:  # the same number of RL steps, all in Stage II
             stage2_steps += s.stage1_steps
         alpha = s.alpha if shaped else 0.0
-        args = _config(MultiTurnRLOOConfig, f"{out}/stage2", seed, s, stage2_steps, alpha=alpha)
+        # the KL reference stays the base model, as in the demo's pipeline (`stage2_reference: base`)
+        args = _config(
+            MultiTurnRLOOConfig, f"{out}/stage2", seed, s, stage2_steps, alpha=alpha, ref_model_name_or_path=base
+        )
         return _train(MultiTurnRLOOTrainer, model, args, train, curves, offset)
 
     return arm

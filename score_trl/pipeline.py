@@ -9,6 +9,7 @@ takes the same with the `stage1_*` changes) and TRL's `ModelConfig`, parsed with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,6 +22,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
 from transformers import set_seed
+from transformers.integrations import unset_hf_deepspeed_config
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
@@ -93,7 +95,8 @@ def evaluate_model(
     model_path: str, held_out: list[dict], script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, name: str
 ) -> dict[str, float]:
     """The paper's metrics for the model at `model_path` on `held_out`, with the trainers' prompt rendering."""
-    model, tokenizer = load_model_and_tokenizer(model_path)
+    with whole_models(args):
+        model, tokenizer = load_model_and_tokenizer(model_path)
     model.to(PartialState().device)
     settings = EvalSettings.from_config(
         args,
@@ -144,27 +147,52 @@ def train_stage(trainer_cls, model_path: str, args, train_dataset, task: Task, p
     return merged_dir, trainer
 
 
-def _stage_configs(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, base_path: str, peft: bool):
-    """(Stage I config, Stage II config) for `script_args.stage`; None for a stage that does not run."""
+def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> StageOneConfig:
     if script_args.stage != "both":
-        return (derive_config(StageOneConfig, args), None) if script_args.stage == "1" else (None, args)
-    stage1_changes = {"output_dir": os.path.join(args.output_dir, "stage1"), "push_to_hub": False}
+        return derive_config(StageOneConfig, args)
+    changes = {"output_dir": os.path.join(args.output_dir, "stage1"), "push_to_hub": False}
+    # Stage I's own KL weights, not Stage II's carried over: the script's, else StageOneConfig's default.
     if script_args.stage1_turn_betas is not None:
-        stage1_changes["turn_betas"] = list(script_args.stage1_turn_betas)
-    else:  # the field's own default, not Stage II's betas carried over
-        stage1_changes["turn_betas"] = StageOneConfig.__dataclass_fields__["turn_betas"].default_factory()
+        changes["turn_betas"] = list(script_args.stage1_turn_betas)
+    else:
+        changes["turn_betas"] = StageOneConfig.__dataclass_fields__["turn_betas"].default_factory()
     if script_args.stage1_max_steps is not None:
-        stage1_changes["max_steps"] = script_args.stage1_max_steps
+        changes["max_steps"] = script_args.stage1_max_steps
+    return derive_config(StageOneConfig, args, **changes)
+
+
+def _stage2_config(
+    script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, base_path: str, peft: bool
+) -> MultiTurnRLOOConfig:
+    if script_args.stage != "both":
+        return args
     reference = args.ref_model_name_or_path
     if reference is None and script_args.stage2_reference == "base":
         if peft:
             logger.warning("With LoRA, Stage II's KL reference is the Stage I model (its adapter disabled).")
         else:
             reference = base_path
-    stage2 = derive_config(
-        MultiTurnRLOOConfig, args, output_dir=os.path.join(args.output_dir, "stage2"), ref_model_name_or_path=reference
-    )
-    return derive_config(StageOneConfig, args, **stage1_changes), stage2
+    stage2_dir = os.path.join(args.output_dir, "stage2")
+    return derive_config(MultiTurnRLOOConfig, args, output_dir=stage2_dir, ref_model_name_or_path=reference)
+
+
+@contextlib.contextmanager
+def whole_models(args: MultiTurnRLOOConfig):
+    """Models loaded inside are whole on every process, also under ZeRO-3.
+
+    Once a ZeRO-3 config exists, transformers builds every model partitioned across processes: evaluation's
+    `generate` then fails ("'weight' must be 2-D") and pretraining the embedded base on the main process alone hangs.
+    The trainers partition their own models when they are built.
+    """
+    plugin = args.deepspeed_plugin
+    if plugin is None or plugin.zero_stage != 3:
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
 
 
 def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args: ModelConfig) -> dict[str, dict]:
@@ -192,18 +220,22 @@ def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args
     model_path = model_args.model_name_or_path
     if task.offline_model and model_path in (None, "embedded"):
         recipe = EmbeddedRecipe(pretrain_steps=150) if script_args.smoke else EmbeddedRecipe()
-        with state.main_process_first():
+        with state.main_process_first(), whole_models(args):
             model_path = build_base_model(recipe)
     if model_path is None:
         raise ValueError("model_name_or_path is not set: name the model to train (a hub id or a path).")
 
-    stage1_args, stage2_args = _stage_configs(script_args, args, model_path, peft_config is not None)
+    base_path = model_path
     results = {"base": evaluate_model(model_path, held_out, script_args, args, "base")}
     trainer = None
-    if stage1_args is not None:
+    # Each stage's config is built just before its trainer: building a config resets accelerate's state, and under
+    # DeepSpeed a second Accelerator may not be handed a plugin of its own.
+    if script_args.stage in ("1", "both"):
+        stage1_args = _stage1_config(script_args, args)
         model_path, trainer = train_stage(StageOneTrainer, model_path, stage1_args, train_dataset, task, peft_config)
         results["stage I"] = evaluate_model(model_path, held_out, script_args, args, "stage1")
-    if stage2_args is not None:
+    if script_args.stage in ("2", "both"):
+        stage2_args = _stage2_config(script_args, args, base_path, peft_config is not None)
         model_path, trainer = train_stage(
             MultiTurnRLOOTrainer, model_path, stage2_args, train_dataset, task, peft_config
         )
