@@ -6,6 +6,8 @@ same problem (D+: right ones too), one epoch of TRL's SFTTrainer on (x, y1, inst
 
 from pathlib import Path
 
+from accelerate import PartialState
+
 from score_trl.baselines.script import parse_baseline_args, run_baseline
 
 
@@ -13,3 +15,4 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "pair_sf
 
 if __name__ == "__main__":
     run_baseline("Pair-SFT", *parse_baseline_args(default_recipe=RECIPE))
+    PartialState().destroy_process_group()  # a rank of a multi-process run can otherwise abort at exit

@@ -7,6 +7,8 @@ right -> right), fine-tune on turn 2 with TRL's SFTTrainer, repeat from the late
 
 from pathlib import Path
 
+from accelerate import PartialState
+
 from score_trl.baselines.script import parse_baseline_args, run_baseline
 
 
@@ -14,3 +16,4 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "star" /
 
 if __name__ == "__main__":
     run_baseline("STaR", *parse_baseline_args(default_recipe=RECIPE))
+    PartialState().destroy_process_group()  # a rank of a multi-process run can otherwise abort at exit

@@ -18,7 +18,8 @@ from trl import TrlParser
 from .data.embedded import split_problems
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .data.math import load_math, to_math_rows
-from .evaluation import EvalSettings, ModelLoadError, evaluate, inference_scaling, load_model_and_tokenizer
+from .evaluation import EvalSettings, evaluate, inference_scaling
+from .loading import ModelLoadError, load_model_and_tokenizer
 from .tasks import get_task
 
 

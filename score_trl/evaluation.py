@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .metrics import accuracy, clustered_standard_error, self_correction_metrics
 from .prompts import MATH_CORRECTION_INSTRUCTION
@@ -26,11 +25,9 @@ from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
 
 __all__ = [
     "EvalSettings",
-    "ModelLoadError",
     "evaluate",
     "hf_generate_fn",
     "inference_scaling",
-    "load_model_and_tokenizer",
     "metrics_from_traces",
 ]
 
@@ -66,37 +63,6 @@ class EvalSettings:
             correct_threshold=args.correct_threshold,
             **changes,
         )
-
-
-class ModelLoadError(OSError):
-    """The model named on the command line cannot be loaded; the message is one line that says why."""
-
-
-def load_model_and_tokenizer(model_name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a saved directory or a Hub id.
-
-    Raises `ModelLoadError` with a one-line reason where transformers would end in a traceback about repo ids: a path
-    that does not exist, a directory that holds no model, a Hub id that cannot be loaded (offline, or a typo).
-    """
-    path = os.path.expanduser(model_name_or_path)
-    is_dir = os.path.isdir(path)
-    if not is_dir:
-        try:
-            validate_repo_id(path)
-        except HFValidationError:
-            raise ModelLoadError(
-                f"the model path {model_name_or_path!r} does not exist (and is not a Hub model id): pass the "
-                "directory of a saved model, a Hub id, or 'embedded'."
-            ) from None
-    try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype="auto"), AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
-        where = "holds no loadable model" if is_dir else "is not a local directory, and loading it from the Hub failed"
-        hint = (
-            "" if is_dir else " Without network access, pass a local directory, or run the offline embedded default."
-        )
-        raise ModelLoadError(f"the model {model_name_or_path!r} {where}: {reason}.{hint}") from error
 
 
 def hf_generate_fn(
@@ -169,7 +135,7 @@ def metrics_from_traces(
         return [None if t[f"r{turn}"] is None else t[f"r{turn}"] >= correct_threshold for t in traces]
 
     texts_first, texts_last = [t["y1"] for t in traces], [t[f"y{last}"] for t in traces]
-    answers = ANSWER_FORMATS.get(verifier, {})
+    answers = ANSWER_FORMATS.get(verifier, {"extract_answer": None})
     metrics = self_correction_metrics(correct(1), correct(last), texts_first, texts_last, **answers)
     # delta's standard error over problems: the samples of one problem (one `id`) are one draw, paired across turns.
     judged = [t for t in traces if t["r1"] is not None and t[f"r{last}"] is not None]

@@ -75,15 +75,16 @@ def edit_distance_ratio(first: str, second: str) -> float:
 def answer_changed(
     first: str,
     second: str,
-    extract_answer: Callable[[str], str | None] | None = None,
+    *,
+    extract_answer: Callable[[str], str | None] | None,
     same_answer: Callable[[str, str], bool] = operator.eq,
 ) -> bool:
     r"""Whether the final answer differs between two attempts.
 
     `extract_answer` finds a final answer in an attempt (None: there is none) and `same_answer` compares two; math
     passes `score_trl.rewards.extract_final_answer` and `equivalent_answers`, so `0.5` -> `\frac{1}{2}` is no change.
-    A missing answer counts as an answer of its own; when neither attempt states one, or without `extract_answer`
-    (code, free text), the stripped texts are compared.
+    A missing answer counts as an answer of its own; when neither attempt states one, or with `extract_answer=None`
+    (code, free text), the stripped texts are compared. There is no default: which one applies depends on the task.
     """
     if extract_answer is None:
         return first.strip() != second.strip()
@@ -95,7 +96,7 @@ def answer_changed(
     return not same_answer(a, b)
 
 
-def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str], **answers: Callable) -> float:
+def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str], **answers: Callable | None) -> float:
     """Fraction of problems whose final answer changed between the two attempts (`answers`: `answer_changed`'s
     `extract_answer` and `same_answer`)."""
     if len(texts_t1) != len(texts_t2):
@@ -106,7 +107,11 @@ def answer_changed_rate(texts_t1: Sequence[str], texts_t2: Sequence[str], **answ
 
 
 def self_correction_metrics(
-    correct_t1: Sequence, correct_t2: Sequence, texts_t1: Sequence[str], texts_t2: Sequence[str], **answers: Callable
+    correct_t1: Sequence,
+    correct_t2: Sequence,
+    texts_t1: Sequence[str],
+    texts_t2: Sequence[str],
+    **answers: Callable | None,
 ) -> dict[str, float]:
     """The paper's table row: Acc@t1, Acc@t2, delta, i->c, c->i, plus answer-changed rate and mean edit ratio
     (`answers`: `answer_changed`'s `extract_answer` and `same_answer`).

@@ -9,12 +9,11 @@ takes the same with the `stage1_*` changes) and TRL's `ModelConfig`, parsed with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,18 +21,19 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
 from transformers import set_seed
-from transformers.integrations import unset_hf_deepspeed_config
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, get_peft_config
 
 from .data.embedded_model import EmbeddedRecipe, build_base_model
-from .evaluation import EvalSettings, evaluate, load_model_and_tokenizer
+from .evaluation import EvalSettings, evaluate
+from .loading import load_model_and_tokenizer, whole_models
 from .metrics import format_table
-from .tasks import Task, TaskArguments, get_task
+from .rewards import ANSWER_FORMATS
+from .tasks import Task, TaskArguments, get_task, parse_with_recipe
 from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
 
 
-__all__ = ["ScoreScriptArguments", "derive_config", "make_parser", "parse_args", "run", "train_stage"]
+__all__ = ["ScoreScriptArguments", "derive_config", "parse_args", "run", "train_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +69,17 @@ class ScoreScriptArguments(TaskArguments):
             raise ValueError(f"stage={self.stage!r}: use '1', '2' or 'both'.")
         if self.stage2_reference not in ("base", "stage1"):
             raise ValueError(f"stage2_reference={self.stage2_reference!r}: use 'base' or 'stage1'.")
-
-
-def make_parser() -> TrlParser:
-    return TrlParser((ScoreScriptArguments, MultiTurnRLOOConfig, ModelConfig))
+        if self.stage != "both" and (self.stage1_max_steps is not None or self.stage1_turn_betas is not None):
+            raise ValueError(
+                f"stage1_max_steps / stage1_turn_betas apply when stage='both' (here stage={self.stage!r}), where "
+                "they would be ignored: set `max_steps` / `turn_betas` for a single stage."
+            )
 
 
 def parse_args(default_recipe: Path | None = None, args: list[str] | None = None):
     """(script arguments, trainer config, model config) from the command line, read from `default_recipe` when no
     `--config` is given."""
-    args = sys.argv[1:] if args is None else list(args)
-    if default_recipe is not None and "--config" not in args:
-        args = ["--config", str(default_recipe), *args]
-    return make_parser().parse_args_and_config(args=args)
+    return parse_with_recipe((ScoreScriptArguments, MultiTurnRLOOConfig, ModelConfig), default_recipe, args)
 
 
 def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurnRLOOConfig:
@@ -125,6 +123,7 @@ def train_stage(trainer_cls, model_path: str, args, train_dataset, task: Task, p
     """Train one stage (resuming from the last checkpoint in `args.output_dir`), save it and its model card; returns
     (the path the next stage and the evaluation load, the trainer). A LoRA model is merged for them."""
     trainer = trainer_cls(model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
+    trainer.answer_format = ANSWER_FORMATS[task.verifier]  # the answer-changed logs read the task's answers
     last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if last is not None:
         logger.info("Resuming %s from %s", trainer_cls.__name__, last)
@@ -149,6 +148,11 @@ def train_stage(trainer_cls, model_path: str, args, train_dataset, task: Task, p
 
 def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> StageOneConfig:
     if script_args.stage != "both":
+        if args.turn_betas[0] <= args.turn_betas[-1]:
+            logger.warning(
+                "Stage I with turn_betas=%s: the method pins turn 1 with a stronger KL (e.g. [0.1, 0.01]).",
+                args.turn_betas,
+            )
         return derive_config(StageOneConfig, args)
     changes = {"output_dir": os.path.join(args.output_dir, "stage1"), "push_to_hub": False}
     # Stage I's own KL weights, not Stage II's carried over: the script's, else StageOneConfig's default.
@@ -165,6 +169,11 @@ def _stage2_config(
     script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, base_path: str, peft: bool
 ) -> MultiTurnRLOOConfig:
     if script_args.stage != "both":
+        if args.ref_model_name_or_path is None and not peft:
+            logger.warning(
+                "Stage II alone with no ref_model_name_or_path: the KL reference is the model it starts from. The "
+                "paper keeps the KL to the base model: set ref_model_name_or_path to it."
+            )
         return args
     reference = args.ref_model_name_or_path
     if reference is None and script_args.stage2_reference == "base":
@@ -174,25 +183,6 @@ def _stage2_config(
             reference = base_path
     stage2_dir = os.path.join(args.output_dir, "stage2")
     return derive_config(MultiTurnRLOOConfig, args, output_dir=stage2_dir, ref_model_name_or_path=reference)
-
-
-@contextlib.contextmanager
-def whole_models(args: MultiTurnRLOOConfig):
-    """Models loaded inside are whole on every process, also under ZeRO-3.
-
-    Once a ZeRO-3 config exists, transformers builds every model partitioned across processes: evaluation's
-    `generate` then fails ("'weight' must be 2-D") and pretraining the embedded base on the main process alone hangs.
-    The trainers partition their own models when they are built.
-    """
-    plugin = args.deepspeed_plugin
-    if plugin is None or plugin.zero_stage != 3:
-        yield
-        return
-    unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        plugin.set_deepspeed_weakref()
 
 
 def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args: ModelConfig) -> dict[str, dict]:
@@ -206,7 +196,8 @@ def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args
     if args.turn_instruction is None:
         args.turn_instruction = task.instruction
     if script_args.smoke:
-        args.max_steps, script_args.stage1_max_steps = 3, 3
+        args.max_steps = 3
+        script_args.stage1_max_steps = 3 if script_args.stage == "both" else None
         script_args.max_eval_samples, script_args.eval_samples_per_problem = 16, 1
         args.save_strategy = "no"
     train_dataset, held_out = script_args.load_data()
@@ -235,6 +226,8 @@ def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args
         model_path, trainer = train_stage(StageOneTrainer, model_path, stage1_args, train_dataset, task, peft_config)
         results["stage I"] = evaluate_model(model_path, held_out, script_args, args, "stage1")
     if script_args.stage in ("2", "both"):
+        trainer = None  # the Stage I trainer's model, optimizer and reference go before Stage II's are built
+        gc.collect()
         stage2_args = _stage2_config(script_args, args, base_path, peft_config is not None)
         model_path, trainer = train_stage(
             MultiTurnRLOOTrainer, model_path, stage2_args, train_dataset, task, peft_config

@@ -7,11 +7,13 @@ Add a task by adding a `Task` to `TASKS` (see docs/custom_task.md).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import Dataset
-from trl import ScriptArguments
+from trl import ScriptArguments, TrlParser
 
 from .data.code import load_code_task
 from .data.embedded import EMBEDDED_INSTRUCTION, split_problems
@@ -20,7 +22,7 @@ from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION
 from .rewards import code_reward, math_reward
 
 
-__all__ = ["TASKS", "Task", "TaskArguments", "get_task"]
+__all__ = ["TASKS", "Task", "TaskArguments", "get_task", "parse_with_recipe"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,10 @@ class TaskArguments(ScriptArguments):
 
     def __post_init__(self):
         get_task(self.task)
+        if self.dataset_name == "embedded" and self.task != "embedded":
+            raise ValueError(
+                "dataset_name='embedded': the embedded task is a task of its own now: set `task: embedded`."
+            )
         if self.dataset_streaming:
             raise ValueError("dataset_streaming=True: score-trl loads whole data sets; leave it False.")
 
@@ -120,9 +126,17 @@ class TaskArguments(ScriptArguments):
         task = get_task(self.task)
         train, held_out = task.load(
             self.dataset_name or task.dataset_name,
-            self.dataset_config or task.dataset_config,
+            self.dataset_config if self.dataset_name else task.dataset_config,  # the task's config is its set's
             self.dataset_train_split,
             self.eval_dataset_name or task.eval_dataset_name,
             self.dataset_test_split,
         )
         return train, held_out[: self.max_eval_samples]
+
+
+def parse_with_recipe(types: tuple, default_recipe: Path | None = None, args: list[str] | None = None) -> tuple:
+    """`TrlParser(types)` over the command line (or `args`), reading `default_recipe` when no `--config` is given."""
+    args = sys.argv[1:] if args is None else list(args)
+    if default_recipe is not None and "--config" not in args:
+        args = ["--config", str(default_recipe), *args]
+    return TrlParser(types).parse_args_and_config(args=args)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "score_trl"
 # Lowest first. A module imports from its own layer or lower ones only (docs/architecture.md).
 LAYERS = [
     {"prompts", "metrics", "rewards"},
-    {"rollout", "data", "testing"},
+    {"rollout", "data", "loading", "testing"},
     {"trainers", "evaluation"},
     {"tasks", "baselines"},
     {"pipeline", "cli"},

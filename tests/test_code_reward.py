@@ -280,3 +280,19 @@ def test_code_loaders_feed_code_reward():
     assert "def double(x):" in row["prompt"][0]["content"]
     solution = "```python\ndef double(x):\n" + row["canonical_solution"] + "```"
     assert code_reward([row["prompt"]], [solution], test=[row["test"]], entry_point=[row["entry_point"]]) == [1.0]
+
+
+def test_an_interpreter_too_slow_to_start_is_not_scored_but_a_broken_sandbox_raises(monkeypatch):
+    from score_trl.rewards import SandboxError, verify_code
+    from score_trl.rewards import code as code_module
+
+    tests = ["assert f() == 1"]
+    # 1 ms of wall time: the interpreter cannot even start, which a loaded machine can cause: "cannot judge"
+    assert verify_code("def f():\n    return 1\n", tests, config=SandboxConfig(wall_time=0.001)) is None
+
+    def broken(*args, **kwargs):
+        raise SandboxError("bwrap: cannot create a namespace")
+
+    monkeypatch.setattr(code_module, "run_python", broken)
+    with pytest.raises(SandboxError, match="namespace"):
+        verify_code("def f():\n    return 1\n", tests)

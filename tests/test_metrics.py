@@ -45,8 +45,16 @@ def test_answer_changed_rate_reads_final_answers():
 
 
 def test_answer_changed_without_final_answers_compares_texts():
-    assert answer_changed("def f():\n    return 1\n", "def f():\n    return 1") is False
-    assert answer_changed("def f():\n    return 1\n", "def f():\n    return 2\n") is True
+    code = ANSWER_FORMATS["code"]
+    assert answer_changed("def f():\n    return 1\n", "def f():\n    return 1", **code) is False
+    assert answer_changed("def f():\n    return 1\n", "def f():\n    return 2\n", **code) is True
+    # math texts with no final answer in either attempt: the texts too
+    assert answer_changed("no answer", "no answer ", **MATH) is False
+
+
+def test_answer_changed_has_no_default_answer_format():
+    with pytest.raises(TypeError, match="extract_answer"):
+        answer_changed(r"so \boxed{2}", r"thus \boxed{2}")
 
 
 def test_table_row():
@@ -86,9 +94,11 @@ def test_answer_changed_takes_the_task_extractor_and_comparison():
     assert answer_changed("work\n2", "other work\n2.0", extract_answer=last_line, same_answer=same_number) is False
     assert answer_changed("work\n2", "work\n3", extract_answer=last_line, same_answer=same_number) is True
     # Exact strings only: the old behaviour, for tasks whose answers have no equivalence.
-    assert answer_changed(r"\boxed{0.5}", r"\boxed{1/2}", MATH["extract_answer"], str.__eq__) is True
+    assert answer_changed(
+        r"\boxed{0.5}", r"\boxed{1/2}", extract_answer=MATH["extract_answer"], same_answer=str.__eq__
+    )
     # No extractor (code, free text): whole texts are compared.
-    assert answer_changed(r"\boxed{0.5}", r"\boxed{1/2}") is True
+    assert answer_changed(r"so \boxed{2}", r"thus \boxed{2}", extract_answer=None) is True
 
 
 def test_equivalent_answers_short_circuits_equal_strings(monkeypatch):

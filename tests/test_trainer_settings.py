@@ -145,3 +145,20 @@ def test_reference_model_is_the_one_named(tmp_path, tiny_model_path, in_memory):
         policy, lambda **kw: [], args=make_args(tmp_path), train_dataset=Dataset.from_list(ROWS)
     )
     assert _same_weights(default.ref_model, initial)  # unset: the weights training starts from
+
+
+def test_evaluation_during_training_with_a_larger_eval_batch(tmp_path, tiny_model_path):
+    """An evaluation batch larger than the completions table's deque (`generation_batch_size`) still logs."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(12)]
+    args = make_args(
+        tmp_path, max_steps=1, eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=12, log_completions=True
+    )
+    dataset = Dataset.from_list(rows)
+    trainer = MultiTurnRLOOTrainer(
+        tiny_model_path, lambda completions, **kw: [1.0] * len(completions), args=args, train_dataset=dataset,
+        eval_dataset=dataset,
+    )  # fmt: skip
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "eval_turn2/reward" in h]
+    assert logged and logged[0]["eval_turn2/reward"] == 1.0
+    assert len(trainer._logs["advantages"]) == len(trainer._logs["prompt"])  # the table's columns line up

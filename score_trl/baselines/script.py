@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from trl import ModelConfig, SFTConfig, TrlParser
+from trl import ModelConfig, SFTConfig
 
 from ..data.embedded_model import EmbeddedRecipe, build_base_model
-from ..evaluation import EvalSettings, evaluate, load_model_and_tokenizer
+from ..evaluation import EvalSettings, evaluate
+from ..loading import load_model_and_tokenizer, whole_models
 from ..metrics import format_table
-from ..tasks import TaskArguments, get_task
+from ..tasks import TaskArguments, get_task, parse_with_recipe
 from .pair_sft import run_pair_sft
 from .star import run_star
 
@@ -53,16 +53,14 @@ BASELINES = {"STaR": _star, "Pair-SFT": _pair_sft}
 
 def parse_baseline_args(default_recipe: Path | None = None, args: list[str] | None = None):
     """(baseline arguments, SFT config, model config), read from `default_recipe` when no `--config` is given."""
-    args = sys.argv[1:] if args is None else list(args)
-    if default_recipe is not None and "--config" not in args:
-        args = ["--config", str(default_recipe), *args]
-    return TrlParser((BaselineArguments, SFTConfig, ModelConfig)).parse_args_and_config(args=args)
+    return parse_with_recipe((BaselineArguments, SFTConfig, ModelConfig), default_recipe, args)
 
 
-def _evaluate(model_path: str, held_out, settings: EvalSettings, verifier: str, out: Path, name: str) -> dict:
-    model, tokenizer = load_model_and_tokenizer(model_path)
+def _evaluate(model_path: str, held_out, settings: EvalSettings, verifier: str, sft_args: SFTConfig, name: str):
+    with whole_models(sft_args):
+        model, tokenizer = load_model_and_tokenizer(model_path)
     model.to(PartialState().device)
-    traces_path = str(out / f"eval_{name}_traces.jsonl")
+    traces_path = str(Path(sft_args.output_dir) / f"eval_{name}_traces.jsonl")
     return evaluate(model, tokenizer, held_out, verifier, settings, traces_path=traces_path)[0]
 
 
@@ -75,7 +73,7 @@ def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, mode
     train, held_out = args.load_data()
     model_path = model_args.model_name_or_path
     if task.offline_model and model_path in (None, "embedded"):
-        with PartialState().main_process_first():
+        with PartialState().main_process_first(), whole_models(sft_args):
             model_path = build_base_model(EmbeddedRecipe())
     instruction = args.instruction or task.instruction
     sampling = EvalSettings(instruction=instruction, max_new_tokens=args.sample_max_new_tokens, batch_size=64)
@@ -83,9 +81,9 @@ def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, mode
         instruction=instruction, max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size
     )
     out = Path(sft_args.output_dir)
-    results = {"base": _evaluate(model_path, held_out, evaluation, task.verifier, out, "base")}
+    results = {"base": _evaluate(model_path, held_out, evaluation, task.verifier, sft_args, "base")}
     trained = BASELINES[method](model_path, train.to_list(), sft_args, sampling, args)
-    results[method] = _evaluate(trained, held_out, evaluation, task.verifier, out, "final")
+    results[method] = _evaluate(trained, held_out, evaluation, task.verifier, sft_args, "final")
     if PartialState().is_main_process:
         print(f"\nSelf-correction on held-out problems (greedy, two turns):\n{format_table(results)}")
         (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -13,15 +13,18 @@ early with status 0 (`sys.exit(0)`, `os._exit(0)`, an `atexit` hook) therefore s
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .sandbox import SandboxConfig, run_python
+from .sandbox import SandboxConfig, SandboxError, run_python
 
 
 __all__ = ["build_test_program", "extract_code", "verify_code", "verify_code_batch"]
+
+logger = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
@@ -78,16 +81,23 @@ def verify_code(
     test: str | None = None,
     entry_point: str | None = None,
     config: SandboxConfig | None = None,
-) -> float:
+) -> float | None:
     """1.0 if the program in `completion` passes every test, else 0.0 (syntax error, failure, crash, timeout).
 
-    Raises `SandboxError` when the sandbox itself failed and the program never ran: that is not the model's failure.
+    When the sandbox itself failed and the program never ran, that is not the model's failure: None ("cannot judge",
+    with a warning) if the interpreter only did not start in time on a loaded machine, else `SandboxError` is raised.
     """
     if isinstance(test_list, str):  # a JSON-encoded column
         test_list = json.loads(test_list)
     program = build_test_program(extract_code(completion), test_list, test_setup_code, test, entry_point)
     token = secrets.token_hex(16)
-    result = run_python(program, config, stdin=token + "\n")
+    try:
+        result = run_python(program, config, stdin=token + "\n")
+    except SandboxError as error:
+        if not error.transient:
+            raise
+        logger.warning("Not scored: %s", error)
+        return None
     passed = not result.timed_out and result.returncode == 0 and token in result.stdout.splitlines()
     return 1.0 if passed else 0.0
 
@@ -97,7 +107,7 @@ def verify_code_batch(
     tests: Sequence[dict],
     config: SandboxConfig | None = None,
     max_workers: int = 4,
-) -> list[float]:
+) -> list[float | None]:
     """`verify_code` over many programs, `max_workers` sandboxes at a time (each is its own process)."""
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         futures = [pool.submit(verify_code, c, **t, config=config) for c, t in zip(completions, tests, strict=True)]

@@ -39,10 +39,10 @@ def _test_columns(kwargs: dict, n: int) -> list[dict]:
     )
 
 
-def make_code_reward(config: SandboxConfig | None = None, max_workers: int = 4) -> Callable[..., list[float]]:
+def make_code_reward(config: SandboxConfig | None = None, max_workers: int = 4) -> Callable[..., list[float | None]]:
     """A `code_reward` with its own sandbox limits and pool size."""
 
-    def reward(prompts: list, completions: list, **kwargs) -> list[float]:
+    def reward(prompts: list, completions: list, **kwargs) -> list[float | None]:
         tests = _test_columns(kwargs, len(completions))
         texts = [completion_text(c) for c in completions]
         return verify_code_batch(texts, tests, config=config, max_workers=max_workers)
@@ -50,7 +50,7 @@ def make_code_reward(config: SandboxConfig | None = None, max_workers: int = 4) 
     return functools.update_wrapper(reward, code_reward)
 
 
-def code_reward(prompts: list, completions: list, **kwargs) -> list[float]:
+def code_reward(prompts: list, completions: list, **kwargs) -> list[float | None]:
     """1.0 when the program in a completion passes every test of its problem (MBPP `test_list` [+
     `test_setup_code`], or HumanEval `test` + `entry_point`), run in the sandbox with default limits; else 0.0.
     A failure of the sandbox itself raises `SandboxError` instead of scoring (docs/rewards.md)."""
@@ -60,7 +60,8 @@ def code_reward(prompts: list, completions: list, **kwargs) -> list[float]:
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {"math": math_reward, "code": code_reward}
 
 # How each verifier's final answers are found and compared, for the answer-changed metrics
-# (`score_trl.metrics.answer_changed`); a verifier without an entry compares whole texts.
-ANSWER_FORMATS: dict[str, dict[str, Callable]] = {
-    "math": {"extract_answer": extract_final_answer, "same_answer": equivalent_answers}
+# (`score_trl.metrics.answer_changed`); code has no final answer to extract: whole texts are compared.
+ANSWER_FORMATS: dict[str, dict[str, Callable | None]] = {
+    "math": {"extract_answer": extract_final_answer, "same_answer": equivalent_answers},
+    "code": {"extract_answer": None},
 }

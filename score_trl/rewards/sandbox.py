@@ -62,7 +62,13 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed: bwrap could not start, the interpreter could not run, a cgroup could not be joined.
 
     Not the program's fault, so it is raised rather than scored: a reward of 0.0 would train the model on noise.
+    `transient` marks a failure that may pass on its own (the interpreter did not start within the wall time on a
+    loaded machine), which the code reward scores as "cannot judge" instead of stopping training.
     """
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -344,7 +350,8 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
                 _remove_cgroup(cgroup)
         stderr = _read_capped(err_path, config.max_output_bytes)
         if not started:
-            raise SandboxError(_failure_message(isolation, python, proc.returncode, stderr, timed_out))
+            message = _failure_message(isolation, python, proc.returncode, stderr, timed_out)
+            raise SandboxError(message, transient=timed_out)
         return SandboxResult(
             returncode=None if timed_out else proc.returncode,
             stdout=_read_capped(out_path, config.max_output_bytes),

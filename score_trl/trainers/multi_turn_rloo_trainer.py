@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
+from transformers import AutoConfig
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
@@ -116,15 +117,28 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                 "ref_model_name_or_path is not supported with PEFT: the reference is the model with its adapter "
                 "disabled. Unset it, or train without `peft_config`."
             )
+        if args.ref_model_name_or_path is not None and args.use_vllm and args.vllm_mode == "colocate":
+            # TRL's colocated vLLM engine is built from the model's name, the reference's while GRPOTrainer.__init__
+            # runs; the policy's weights are synced into it before the first generation, so both must be alike.
+            policy = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
+            reference = AutoConfig.from_pretrained(args.ref_model_name_or_path)
+            if (policy.model_type, policy.vocab_size) != (reference.model_type, reference.vocab_size):
+                raise ValueError(
+                    f"ref_model_name_or_path={args.ref_model_name_or_path!r} is not the policy's kind of model, which "
+                    "vllm_mode='colocate' needs (same model_type and vocab_size). Use vllm_mode='server'."
+                )
         self._reference = args.ref_model_name_or_path if args.beta != 0.0 else None
-        with contextlib.ExitStack() as stack:
+        with tempfile.TemporaryDirectory() as copy:
             if self._reference is None and not isinstance(model, str) and args.beta != 0.0 and not peft:
-                self._reference = stack.enter_context(tempfile.TemporaryDirectory())
-                model.save_pretrained(self._reference)
-            super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-            if self._reference is not None:
-                self.model.config._name_or_path = self._policy_name_or_path
-        del self._reference
+                model.save_pretrained(copy)
+                self._reference = copy
+            try:
+                super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+            finally:  # the policy keeps its own name (model card, Hub), also when the construction failed
+                if getattr(self, "_renamed", None) is not None:
+                    config, name = self._renamed
+                    config._name_or_path = name
+                self._reference = self._renamed = None
 
         # Set after __init__: `rollout_func` is TRL's (experimental) hook for custom generation; passing it to
         # __init__ would only add a warning addressed to end users.
@@ -147,7 +161,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         super().create_accelerator_and_postprocess()
         reference = getattr(self, "_reference", None)
         if reference is not None:
-            self._policy_name_or_path = self.model.config._name_or_path
+            self._renamed = (self.model.config, self.model.config._name_or_path)
             self.model.config._name_or_path = reference
 
     # ----- the two documented hooks ---------------------------------------------------------------------------------
@@ -283,5 +297,3 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         if self.model_card_metrics and self.is_world_process_zero():
             with open(os.path.join(self.args.output_dir, "README.md"), "a") as f:
                 f.write("\n## Self-correction results\n\n" + format_table(self.model_card_metrics) + "\n")
-
-    # ----- logging ---------------------------------------------------------------------------------------------------

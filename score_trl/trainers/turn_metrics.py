@@ -74,9 +74,11 @@ class TurnMetricsMixin:
             self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
             self._logs["extra"][prefix + "advantage"].extend(advantages[:, turn].tolist())
         # TRL's `advantage` column holds its own normalised advantages of the last turn's reward: show ours.
-        for _ in range(advantages.size(0)):
-            self._logs["advantages"].pop()
-        self._logs["advantages"].extend(advantages[:, -1].tolist())
+        # (A deque of `generation_batch_size` entries: an evaluation batch can be larger and kept only in part.)
+        logged = self._logs["advantages"]
+        for _ in range(min(advantages.size(0), len(logged))):
+            logged.pop()
+        logged.extend(advantages[:, -1].tolist())
 
         both = judged[:, 0] & judged[:, -1]
         for key, value in transition_rates(correct[both, 0].tolist(), correct[both, -1].tolist()).items():
