@@ -1,19 +1,22 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
 # Each installs what it needs first. Inside a virtualenv they use it; otherwise they make and use `.venv` here, since
-# current Debian and Ubuntu Pythons refuse `pip install` outside one (PEP 668). PYTHON can be overridden.
-IN_VENV := $(shell python3 -c 'import sys; print(int(sys.prefix != sys.base_prefix))' 2>/dev/null)
+# current Debian and Ubuntu Pythons refuse `pip install` outside one (PEP 668). A conda environment counts as one.
+# PYTHON=... uses that interpreter as it is.
+IN_VENV := $(shell python3 -c 'import os, sys; print(int(sys.prefix != sys.base_prefix or "CONDA_PREFIX" in os.environ))' 2>/dev/null)
+ifeq ($(origin PYTHON),undefined)
 ifeq ($(IN_VENV),1)
-PYTHON ?= python3
+PYTHON := python3
 else
-VENV ?= .venv
-PYTHON ?= $(VENV)/bin/python
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+endif
 endif
 PIP := $(PYTHON) -m pip
 # One torch thread per process: tiny models on two shared cores were measured 7-50x slower with more.
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow lint docs
+.PHONY: install demo test test-slow lint
 
 install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
@@ -45,4 +48,4 @@ $(VENV):
 endif
 
 lint:
-	ruff check . && ruff format --check .
+	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .

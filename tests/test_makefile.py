@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 def dry_run(target: str, bin_dir: Path | str) -> str:
     """What `make -n target` would run with `bin_dir` first on PATH (its `python3` is the one make finds)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "VENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "VENV", "CONDA_PREFIX")}
     env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
     result = subprocess.run(["make", "-n", "-C", str(ROOT), target], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -37,3 +37,13 @@ def test_inside_a_virtualenv_the_commands_use_it(tmp_path):
     commands = dry_run("test", tmp_path / "env" / "bin")
     assert ".venv" not in commands
     assert "python3 -m pip install -q -e" in commands and "python3 -m pytest" in commands
+
+
+def test_a_python_named_on_the_command_line_is_used_as_it_is():
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHON", "VENV", "CONDA_PREFIX")}
+    env["PATH"] = f"{Path(sys._base_executable).parent}:/usr/bin:/bin"
+    result = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "test", "PYTHON=/opt/my/python"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert ".venv" not in result.stdout and "/opt/my/python -m pytest" in result.stdout
