@@ -56,6 +56,15 @@ def test_solver_solves_only_after_a_no_and_then_is_right():
     assert 0.45 < solves_after_no / nos < 0.55
 
 
+def test_a_first_solve_is_right_and_checked_ok():
+    rng, problems = random.Random(2), make_problems()
+    for _ in range(100):
+        problem = rng.choice(problems)
+        first, second = solver_trace(problem, EmbeddedRecipe(p_first_solve=1.0), rng)[1:4:2]
+        assert first["content"] == f"{worked_solution(problem)} answer: \\boxed{{{problem['answer']}}}"
+        assert ", ok ." in second["content"]
+
+
 def test_practice_traces_always_solve_and_every_word_is_known():
     tokenizer, rng, problems = build_tokenizer(), random.Random(1), make_problems()
     recipe = EmbeddedRecipe(p_solve=1.0, p_keep=0.0)

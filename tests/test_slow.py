@@ -24,7 +24,11 @@ def test_embedded_default_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["base", "stage I", "SCoRe"]
-    assert all(r["n"] == 320 for r in results.values())  # 40 held-out problems x 8 sampled traces
+    assert all(r["n"] == 640 for r in results.values())  # 40 held-out problems x 16 sampled traces
+    # The embedded default's claim (docs/results.md): the base does not correct, SCoRe does, well beyond its error.
+    assert results["base"]["delta"] <= 0.0
+    assert results["SCoRe"]["delta"] >= 0.10 + 3 * results["SCoRe"]["delta_se"]
+    assert results["SCoRe"]["delta_i2c"] > results["SCoRe"]["delta_c2i"]
     state = json.loads((out / "stage2" / "trainer_state.json").read_text())
     assert state["global_step"] == 250
     assert "turn2/kl" in state["log_history"][0] and "self_correction/delta" in state["log_history"][0]

@@ -163,11 +163,11 @@ def solver_trace(problem: dict, habits: SolverHabits, rng: random.Random) -> lis
     """A two-turn trace of the imperfect solver whose habits the base model learns.
 
     The solver is right at turn 1 with probability `p_correct` (or, with probability `p_first_solve`, solves in
-    steps at turn 1 and is right), always writes a correct check, then mostly ignores
-    it: it keeps its first answer with probability `p_keep` (`p_keep_wrong` after a wrong one, when set), otherwise
-    after a "no" it solves in steps with probability `p_solve`, and else guesses an answer other than its first
-    (a guess is never right after a right first answer, right 1 time in 9 after a wrong one). Its second attempts
-    are then no better than its first: the base model does not correct by itself.
+    steps at turn 1 and is right), always writes a correct check, then mostly ignores it: it keeps its first answer
+    with probability `p_keep` (`p_keep_wrong` after a wrong one, when set), otherwise after a "no" it solves in
+    steps with probability `p_solve`, and else guesses an answer other than its first (a guess is never right after
+    a right first answer, right 1 time in 9 after a wrong one). Its second attempts are then no better than its
+    first: the base model does not correct by itself.
     """
     x = int(problem["answer"])
     # A draw only when the habit is on, so that a recipe without it pretrains exactly as before it existed.
