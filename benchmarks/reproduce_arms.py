@@ -22,6 +22,7 @@ from score_trl.evaluation import EvalSettings, evaluate
 from score_trl.pipeline import parse_args
 from score_trl.rewards import math_reward
 from score_trl.tasks import get_task
+from score_trl.trainers.stage_one_config import STAGE_ONE_TURN_BETAS
 
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
@@ -70,7 +71,7 @@ class ArmSettings:
     alpha: float = 3.0
     learning_rate: float = 1e-4
     eval_samples_per_problem: int = 16
-    stage1_turn_betas: tuple[float, float] = (0.1, 0.01)
+    stage1_turn_betas: tuple[float, float] = STAGE_ONE_TURN_BETAS
     logging_steps: int = 10  # the resolution of the training curves
 
 

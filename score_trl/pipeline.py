@@ -31,6 +31,7 @@ from .metrics import format_table
 from .rewards import ANSWER_FORMATS
 from .tasks import Task, TaskArguments, get_task, parse_with_recipe
 from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
+from .trainers.stage_one_config import STAGE_ONE_TURN_BETAS
 
 
 __all__ = ["ScoreScriptArguments", "derive_config", "parse_args", "run", "train_stage"]
@@ -159,7 +160,7 @@ def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig)
     if script_args.stage1_turn_betas is not None:
         changes["turn_betas"] = list(script_args.stage1_turn_betas)
     else:
-        changes["turn_betas"] = StageOneConfig.__dataclass_fields__["turn_betas"].default_factory()
+        changes["turn_betas"] = list(STAGE_ONE_TURN_BETAS)
     if script_args.stage1_max_steps is not None:
         changes["max_steps"] = script_args.stage1_max_steps
     return derive_config(StageOneConfig, args, **changes)

@@ -34,13 +34,14 @@ def humaneval_rows(dataset: Dataset) -> Dataset:
 
 
 def load_code_task(
-    dataset_name: str = "google-research-datasets/mbpp",
-    dataset_config: str | None = "full",
-    train_split: str = "train",
-    eval_dataset_name: str = "openai/openai_humaneval",
-    eval_split: str = "test",
+    dataset_name: str,
+    dataset_config: str | None,
+    train_split: str,
+    eval_dataset_name: str,
+    eval_split: str,
 ) -> tuple[Dataset, list[dict]]:
-    """(MBPP training rows, HumanEval evaluation rows) from the Hub or local copies."""
+    """(MBPP-style training rows, HumanEval-style evaluation rows) from the Hub or local copies; the `code` task of
+    `score_trl.tasks` names the default sets."""
     try:
         train = mbpp_rows(load_dataset(dataset_name, dataset_config, split=train_split))
         evaluation = humaneval_rows(load_dataset(eval_dataset_name, split=eval_split))

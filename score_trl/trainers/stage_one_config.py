@@ -5,6 +5,10 @@ from dataclasses import dataclass, field
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
 
 
+# The paper's MATH setting: a strong KL on turn 1, the usual weak one after (its MBPP setting: [0.25, 0.01]).
+STAGE_ONE_TURN_BETAS = (0.1, 0.01)
+
+
 @dataclass
 class StageOneConfig(MultiTurnRLOOConfig):
     r"""
@@ -20,6 +24,6 @@ class StageOneConfig(MultiTurnRLOOConfig):
     """
 
     turn_betas: list[float] = field(
-        default_factory=lambda: [0.1, 0.01],
+        default_factory=lambda: list(STAGE_ONE_TURN_BETAS),
         metadata={"help": "Per-turn KL weights: strong on turn 1 (paper: 0.1 MATH, 0.25 MBPP), weak (0.01) after."},
     )
