@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -94,7 +95,9 @@ def test_more_turns(model_and_tokenizer):
 
 
 def test_cli_help_documents_every_option():
-    result = subprocess.run(["score-trl-eval", "--help"], capture_output=True, text=True, check=True)
+    # The console script installed beside this interpreter: its environment need not be on PATH (make's `.venv`).
+    script = os.path.join(os.path.dirname(sys.executable), "score-trl-eval")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
     for option in (f.name for f in dataclasses.fields(EvalArguments)):
         assert f"--{option}" in result.stdout
 
