@@ -82,3 +82,19 @@ def test_evaluation_renders_the_trainers_turns(tmp_path, conversational, bos):
     assert (first[0] == tokenizer.bos_token_id) == bos  # plain text too: BOS as the tokenizer adds it
     if conversational:
         assert tokenizer.decode(first).startswith(("<|bos|>" if bos else "") + "[terse]")  # the kwargs reach it
+
+
+@pytest.mark.parametrize("conversational", [True, False], ids=["chat", "plain"])
+def test_turn_one_ids_match_trls_own_rendering(tmp_path, conversational):
+    """`TurnRenderer.first_turn_ids` stands in for GRPOTrainer's `_tokenize_prompts` so that evaluation can render
+    without a trainer: a TRL release that renders differently fails here."""
+    path = save_tiny_model(tmp_path / "model", bos=True)
+    prompts = [[{"role": "user", "content": "What is 1 + 1?"}]] if conversational else ["What is 1 + 1?"]
+    args = MultiTurnRLOOConfig(
+        output_dir=str(tmp_path / "out"), num_generations=2, use_cpu=True, bf16=False, report_to="none"
+    )
+    trainer = MultiTurnRLOOTrainer(
+        path, record_reward([]), args=args, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts])
+    )
+    trls, _, _ = trainer._tokenize_prompts(prompts)
+    assert trainer.turn_renderer.first_turn_ids(prompts) == [list(ids) for ids in trls]
