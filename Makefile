@@ -9,6 +9,8 @@ PYTHON := python3
 else
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+# as if activated: commands the tests and examples start (accelerate, score-trl-eval) come from it too
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 endif
 endif
 PIP := $(PYTHON) -m pip

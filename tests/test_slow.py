@@ -16,7 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_embedded_default_end_to_end(tmp_path):
     """The README's main job, as `make demo` runs it: base evaluation, Stage I, Stage II, final evaluation."""
     out = tmp_path / "out"
-    command = ["accelerate", "launch", "--num_processes", "1", str(ROOT / "examples" / "score_math.py")]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        str(ROOT / "examples" / "score_math.py"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [*command, "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT
