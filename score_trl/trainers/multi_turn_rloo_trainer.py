@@ -252,7 +252,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         batch.advantages = leave_one_out_advantages(batch.returns, self._num_generations())
 
         device = output["completion_ids"].device
-        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        local = batch.local_rows(self.accelerator.process_index)
         labels = pad(
             [torch.tensor(row) for row in batch.labels],
             padding_value=0,

@@ -49,3 +49,8 @@ class TurnBatch(MultiTurnRollout):
             cut = {turn + 1 for turn in range(self.num_turns) if mask_truncated and self.truncated[turn][i]}
             rows.append([int(label > 0 and label not in cut) for label in labels])
         return rows
+
+    def local_rows(self, process_index: int) -> slice:
+        """This process's samples within the reward tensors, which hold every process's in process order."""
+        n = len(self.prompt_ids)
+        return slice(process_index * n, (process_index + 1) * n)

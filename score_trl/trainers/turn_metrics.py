@@ -85,7 +85,7 @@ class TurnMetricsMixin:
             metrics[f"self_correction/{key}"].append(value)
         first, last = batch.texts[0], batch.texts[-1]
         changed = [answer_changed(a, b, **self.answer_format) for a, b in zip(first, last, strict=True)]
-        local = slice(self.accelerator.process_index * len(first), (self.accelerator.process_index + 1) * len(first))
+        local = batch.local_rows(self.accelerator.process_index)
         wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
         metrics["self_correction/changed_rate"].append(self._global_mean(changed))
         # The paper's collapse signal: how often a wrong first attempt is changed at all (undefined when none was wrong).
