@@ -1,6 +1,7 @@
 r"""The embedded task's properties, measured on a base model before any RL (the table in docs/results.md).
 
     python benchmarks/base_properties.py                       # the demo's base, 200 problems x 8 sampled traces
+    python benchmarks/base_properties.py --task rival          # a variant base of benchmarks/reproduce.py
     python benchmarks/base_properties.py --model outputs/score-embedded/stage2 --split train
 
 Every lookup the model writes is checked against the one it should have computed from the numbers it wrote itself:
@@ -11,17 +12,23 @@ how often it solves in steps after a "no", and what a change of a wrong first an
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import TrlParser
 
-from score_trl.data.embedded import EMBEDDED_INSTRUCTION, INVERSE, make_problems, split_problems
-from score_trl.data.embedded_model import EmbeddedRecipe, build_base_model
+from score_trl.data.embedded import INVERSE, make_problems, split_problems
+from score_trl.data.embedded_model import VARIANTS, build_base_model
 from score_trl.evaluation import EvalSettings, evaluate
+from score_trl.pipeline import parse_args
+from score_trl.tasks import get_task
 
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
 CHECK = re.compile(r"check: (\d) \* (\d) = (\d) , (\d) \+ (\d) = (\d) , (ok|no) \.")
 SOLVE = re.compile(r"solve: (\d) - (\d) = (\d) , (\d) / (\d) = (\d) \.")
 BOXED = re.compile(r"\\boxed\{(\d)\}")
@@ -76,17 +83,41 @@ def properties(traces: list[dict], problems: dict[str, dict]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="A model path (default: the demo's base, built if needed).")
-    parser.add_argument("--split", choices=["all", "train", "held_out"], default="all")
-    parser.add_argument("--samples", type=int, default=8, help="Sampled two-turn traces per problem.")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    path = args.model or build_base_model(EmbeddedRecipe())
+@dataclass
+class PropertiesArguments:
+    """Which model to measure, on which problems."""
+
+    task: str | None = field(
+        default=None,
+        metadata={"help": f"Measure this variant's base (benchmarks/reproduce.py's tasks): {list(VARIANTS)}; "
+                  "default: the demo's."},
+    )  # fmt: skip
+    model: str | None = field(default=None, metadata={"help": "Measure this model path instead (a trained stage)."})
+    split: Literal["all", "train", "held_out"] = field(
+        default="all", metadata={"help": "Problems: all 200, the 160 RL trains on, or the 40 held out."}
+    )
+    samples: int = field(default=8, metadata={"help": "Sampled two-turn traces per problem."})
+    seed: int = field(default=0, metadata={"help": "Seed of the sampling."})
+
+    def __post_init__(self) -> None:
+        if self.task is not None and self.task not in VARIANTS:
+            raise ValueError(f"--task {self.task!r}: choose among {list(VARIANTS)}.")
+        if self.task is not None and self.model is not None:
+            raise ValueError("--task and --model both name the model to measure: pass one.")
+
+
+def main(args: PropertiesArguments) -> None:
+    path = args.model or build_base_model(VARIANTS[args.task or "default"])
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     rows = {"all": make_problems(), "train": split_problems()[0], "held_out": split_problems()[1]}[args.split]
-    settings = EvalSettings(instruction=EMBEDDED_INSTRUCTION, max_new_tokens=32, batch_size=400, do_sample=True)
+    # sampled as the demo evaluates: its recipe's tokens per turn and decoding, the task's instruction
+    script_args, _, _ = parse_args(args=["--config", str(RECIPE)])
+    settings = EvalSettings(
+        instruction=get_task(script_args.task).instruction,
+        max_new_tokens=script_args.eval_max_new_tokens,
+        do_sample=script_args.eval_do_sample,
+        batch_size=400,
+    )
     set_seed(args.seed)
     metrics, traces = evaluate(model, tokenizer, [r for r in rows for _ in range(args.samples)], "math", settings)
     result = {**metrics, **properties(traces, {p["id"]: p for p in make_problems()})}
@@ -94,4 +125,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    (properties_args,) = TrlParser((PropertiesArguments,)).parse_args_and_config()
+    main(properties_args)

@@ -1,6 +1,6 @@
 """The paper's comparison in miniature: every method, from the same base model, on the embedded tasks, over seeds.
 
-    python benchmarks/reproduce.py              # 2 tasks x 8 arms x 3 seeds: 71 minutes on 2 CPU cores
+    python benchmarks/reproduce.py              # 2 tasks x 8 arms x 3 seeds: about 70 minutes on 2 CPU cores
     python benchmarks/reproduce.py --quick      # one seed, short budgets: a few minutes
 
 Arms (the paper's Tables 3 and 4): the base model prompted twice; STaR (D+) and Pair-SFT on TRL's SFTTrainer;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -36,7 +37,7 @@ from trl import TrlParser  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_arms import ARMS, TASKS, ArmSettings, run_arm  # noqa: E402
+from reproduce_arms import ARMS, FULL_RUN_TASKS, TASKS, ArmSettings, run_arm  # noqa: E402
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -46,6 +47,7 @@ COLUMNS = [
     "edit_ratio",
 ]  # fmt: skip
 RL_ARMS = ["naive", "score_no_stage1", "score_no_shaping", "single_turn", "score"]
+ABLATIONS = ["score_no_stage1", "score_no_shaping"]
 # Longest arms first, so that two workers finish together.
 ARMS_COST = {"score": 5, "score_no_shaping": 5, "naive": 4, "score_no_stage1": 4, "single_turn": 3, "pair_sft": 2}
 
@@ -55,7 +57,9 @@ class ReproduceArguments:
     """Which arms, tasks and seeds to run, and where the results go."""
 
     quick: bool = field(default=False, metadata={"help": "One seed and short budgets (a CI-size check)."})
-    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": f"Tasks among {list(TASKS)}."})
+    tasks: list[str] = field(
+        default_factory=lambda: list(FULL_RUN_TASKS), metadata={"help": f"Tasks among {list(TASKS)}."}
+    )
     arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": f"Arms among {list(ARMS)}."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (--quick: the first)."})
     stage1_steps: int = field(default=150, metadata={"help": "Stage I steps (RL arms without it train this more)."})
@@ -88,7 +92,7 @@ def _job(task: str, arm: str, seed: int, settings: ArmSettings, out: str) -> dic
     if result_path.exists():
         saved = json.loads(result_path.read_text())
         if saved.get("settings") == json.loads(json.dumps(dataclasses.asdict(settings))):  # same budgets: reuse it
-            return saved
+            return {**saved, "reused": True}
     start = time.perf_counter()
     result = run_arm(task, arm, seed, settings, out)
     result.update(task=task, arm=arm, seed=seed, wall_s=time.perf_counter() - start)
@@ -112,29 +116,63 @@ def _stats(results: list[dict], task: str, arm: str, key: str) -> list[float]:
     return [_metric(r["metrics"], key) for r in results if r["task"] == task and r["arm"] == arm]
 
 
+def _change_trend(results: list[dict], task: str, arm: str) -> tuple[str, float, float] | None:
+    """How often the arm changed a wrong first answer on its training samples, over its first three logs and its
+    last three (mean over seeds); None without curves. Results saved before that rate was recorded give the
+    answer-changed rate instead, which also falls when turn 1 improves and right answers are kept."""
+    runs = [r["curves"] for r in results if r["task"] == task and r["arm"] == arm]
+    if not runs or any(len(c.get("changed_rate", [])) < 6 for c in runs):
+        return None
+    key = "changed_when_wrong" if all("changed_when_wrong" in c for c in runs) else "changed_rate"
+
+    def mean(values: list[float]) -> float:
+        return statistics.fmean([v for v in values if not math.isnan(v)] or [math.nan])
+
+    return key, mean([mean(c[key][:3]) for c in runs]), mean([mean(c[key][-3:]) for c in runs])
+
+
 def _verdict(results: list[dict], task: str, arms: list[str]) -> str:
-    """Whether SCoRe's delta beats every other arm's by more than the seed spread, with the fewest c->i of RL arms."""
-    if "score" not in arms:
-        return "(full SCoRe not run)"
+    """The paper's three claims, each checked on the seeds run: SCoRe's delta beats every other arm's by more than
+    both seed spreads; naive multi-turn RL's rate of changing its answers falls during training (the collapse)
+    while SCoRe's does not; both ablations' mean deltas lie between naive RL's and SCoRe's. "Separates" needs all
+    three, so every arm they name must have run, with two seeds or more. The arm with the fewest c->i is reported,
+    not judged: an arm that hardly changes anything has few."""
+    missing = [arm for arm in ("score", "naive", *ABLATIONS) if len(_stats(results, task, arm, "delta")) < 2]
+    if missing:
+        return f"(no verdict: {', '.join(missing)} not run with two seeds or more)"
 
     def band(arm: str) -> tuple[float, float]:
         values = _stats(results, task, arm, "delta")
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return statistics.fmean(values), spread
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
     score, score_spread = band("score")
-    others = {arm: band(arm) for arm in arms if arm != "score"}
+    others = {arm: band(arm) for arm in arms if arm != "score" and _stats(results, task, arm, "delta")}
     beaten = [arm for arm, (mean, spread) in others.items() if score - score_spread > mean + spread]
-    c2i = {arm: statistics.fmean(_stats(results, task, arm, "delta_c2i")) for arm in arms if arm in RL_ARMS}
-    lowest = min(c2i, key=c2i.get) if c2i else "score"
-    separated = score > 0 and len(beaten) == len(others)
-    return (
-        f"SCoRe's delta {score:+.3f} is {'positive' if score > 0 else 'not positive'} and beats "
-        f"{len(beaten)} of {len(others)} other arms by more than the seed spread"
+    claims = [
+        f"SCoRe's delta {score:+.3f} beats {len(beaten)} of {len(others)} other arms by more than the seed spreads"
         + (f" (not: {', '.join(a for a in others if a not in beaten)})" if len(beaten) < len(others) else "")
-        + f"; the lowest c->i among RL arms is {lowest}'s. "
-        + ("**SCoRe separates on this task.**" if separated and lowest == "score" else "**No clean separation.**")
-    )
+    ]
+    passed = score > 0 and len(beaten) == len(others)
+
+    naive_trend, score_trend = _change_trend(results, task, "naive"), _change_trend(results, task, "score")
+    if naive_trend is None or score_trend is None:
+        claims.append("no training curves to judge the collapse by")
+        passed = False
+    else:
+        # 0.05 is about 1.5 standard errors of a rate near 0.5 averaged over three logs of 64 samples
+        collapse = naive_trend[2] < naive_trend[1] - 0.05 and score_trend[2] >= score_trend[1] - 0.05
+        claims.append(
+            f"{naive_trend[0]} on training samples, first logs -> last: naive RL {naive_trend[1]:.2f} -> "
+            f"{naive_trend[2]:.2f}, SCoRe {score_trend[1]:.2f} -> {score_trend[2]:.2f} "
+            f"({'the' if collapse else 'no'} collapse of naive RL alone)"
+        )
+        passed &= collapse
+    between = [arm for arm in ABLATIONS if others["naive"][0] <= others[arm][0] <= score]
+    claims.append(f"{len(between)} of {len(ABLATIONS)} ablations between naive RL and SCoRe")
+    passed &= len(between) == len(ABLATIONS)
+    c2i = {arm: statistics.fmean(_stats(results, task, arm, "delta_c2i")) for arm in [*others, "score"]}
+    claims.append(f"the fewest c->i: {min((a for a in c2i if a in RL_ARMS), key=c2i.get)}")
+    return "; ".join(claims) + ". " + ("**SCoRe separates on this task.**" if passed else "**No clean separation.**")
 
 
 def _plot(results: list[dict], tasks: list[str], path: Path) -> None:
@@ -160,6 +198,17 @@ def _plot(results: list[dict], tasks: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def _reuse_note(results: list[dict]) -> str:
+    reused = [r for r in results if r.get("reused")]
+    if not reused:
+        return ""
+    arm_minutes = sum(r["wall_s"] for r in results) / 60
+    return (
+        f" ({len(reused)} of {len(results)} results reused from earlier runs in the output directory; the arms' own "
+        f"wall times sum to {arm_minutes:.1f} min)"
+    )
+
+
 def write_results(results: list[dict], args: ReproduceArguments, command: str, wall_s: float) -> str:
     results_file = Path(args.results_file)
     figure = results_file.with_name("reproduce_curves.png")
@@ -169,8 +218,8 @@ def write_results(results: list[dict], args: ReproduceArguments, command: str, w
         "## Every method side by side (`benchmarks/reproduce.py`)",
         "",
         f"Command: `{command}`. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
-        f"{torch.__version__}, {args.workers} arm(s) at a time with one thread each. Total wall time "
-        f"{wall_s / 60:.1f} min. Seeds {args.seeds}; Stage I {args.stage1_steps} steps, Stage II {args.stage2_steps} "
+        f"{torch.__version__}, {args.workers} arm(s) at a time with one thread each. Wall time {wall_s / 60:.1f} min"
+        f"{_reuse_note(results)}. Seeds {args.seeds}; Stage I {args.stage1_steps} steps, Stage II {args.stage2_steps} "
         f"steps (RL arms without Stage I train {args.stage1_steps + args.stage2_steps}), 16 prompts x 4 samples, lr "
         f"{args.learning_rate}, alpha {args.alpha}; evaluation on the 40 held-out problems x "
         f"{args.eval_samples_per_problem} sampled two-turn traces. Cells are mean ± std over seeds.",

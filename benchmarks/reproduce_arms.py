@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from trl import RLOOConfig, RLOOTrainer, SFTConfig
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
 from score_trl.baselines import run_pair_sft, run_star
 from score_trl.data.embedded import EMBEDDED_INSTRUCTION, split_problems
-from score_trl.data.embedded_model import COPY_VARIANT, ContinuedRecipe, EmbeddedRecipe, build_base_model
+from score_trl.data.embedded_model import VARIANTS, ContinuedRecipe, EmbeddedRecipe, build_base_model
 from score_trl.evaluation import EvalSettings, evaluate
 from score_trl.pipeline import parse_args
 from score_trl.rewards import math_reward
@@ -51,14 +52,22 @@ TASKS = {
     "default": Task(
         "the demo's base (keeps its first answer 60% of the time whatever its check says, rarely solves in steps "
         'after a "no")',
-        EmbeddedRecipe(),
+        VARIANTS["default"],
+    ),
+    "rival": Task(
+        "the demo's base continued 600 steps with a capped turn-1 rival (it also solves in steps at turn 1, 20% of "
+        "the time, on the half of the problems with a in {1, 9}), so that RL's turn-1 gains transfer",
+        VARIANTS["rival"],
     ),
     "copy": Task(
         "the copy-prone variant (the default base continued 600 steps on traces that keep a right first answer 90% "
         "and a wrong one 75% of the time; `score_trl.data.embedded_model.COPY_VARIANT`)",
-        COPY_VARIANT,
+        VARIANTS["copy"],
     ),
+    "copy_rival": Task("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
 }
+# The full run's tasks (about 70 minutes on 2 cores); the others run with --tasks.
+FULL_RUN_TASKS = ["default", "rival"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,8 @@ def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
         "step": [h["step"] + offset for h in rows],
         "delta": [h["self_correction/delta"] for h in rows],
         "changed_rate": [h["self_correction/changed_rate"] for h in rows],
+        # not logged when a batch has no wrong first answer
+        "changed_when_wrong": [h.get("self_correction/changed_when_wrong", math.nan) for h in rows],
     }
 
 
@@ -156,16 +167,17 @@ def _sampling_budget(s: ArmSettings) -> int:
 def _star(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
     iterations = 3
     per_problem = max(1, _sampling_budget(s) // (iterations * len(train)))
-    rows, settings = train.to_list(), _sampling_settings(s)
+    rows, settings = train.to_list(), sampling_settings(s)
     return run_star(base, rows, _sft_args(out, seed, s), settings, "math", iterations, per_problem, keep_correct=True)
 
 
 def _pair_sft(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
     per_problem = max(1, _sampling_budget(s) // len(train))
-    return run_pair_sft(base, train.to_list(), _sft_args(out, seed, s), _sampling_settings(s), "math", per_problem)
+    return run_pair_sft(base, train.to_list(), _sft_args(out, seed, s), sampling_settings(s), "math", per_problem)
 
 
-def _sampling_settings(s: ArmSettings) -> EvalSettings:
+def sampling_settings(s: ArmSettings) -> EvalSettings:
+    """How every arm samples: in training data for the SFT arms, and in the held-out evaluation."""
     return EvalSettings(instruction=EMBEDDED_INSTRUCTION, max_new_tokens=s.max_tokens, batch_size=320, do_sample=True)
 
 
@@ -195,6 +207,6 @@ def run_arm(task: str, arm: str, seed: int, s: ArmSettings, out: str) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     set_seed(10_000 + seed)  # the same evaluation samples for every arm of a seed
     rows = [row for row in held_out for _ in range(s.eval_samples_per_problem)]
-    settings = _sampling_settings(s)
+    settings = sampling_settings(s)
     metrics, _ = evaluate(model, tokenizer, rows, "math", settings, traces_path=f"{out}/eval_traces.jsonl")
     return {"metrics": metrics, "curves": curves, "settings": dataclasses.asdict(s)}

@@ -65,6 +65,14 @@ def test_a_first_solve_is_right_and_checked_ok():
         assert ", ok ." in second["content"]
 
 
+def test_the_first_solve_habit_covers_only_its_coefficients():
+    rng, problems = random.Random(3), make_problems()
+    recipe = EmbeddedRecipe(p_first_solve=1.0, first_solve_coefficients=(1, 9))
+    for problem in problems:
+        first = solver_trace(problem, recipe, rng)[1]["content"]
+        assert ("solve:" in first) == (problem["a"] in (1, 9)), (problem["id"], first)
+
+
 def test_practice_traces_always_solve_and_every_word_is_known():
     tokenizer, rng, problems = build_tokenizer(), random.Random(1), make_problems()
     recipe = EmbeddedRecipe(p_solve=1.0, p_keep=0.0)

@@ -4,6 +4,7 @@ import json
 import random
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,21 @@ def test_recipe_keys_name_every_field():
     assert EmbeddedRecipe().key() == EmbeddedRecipe().key()
     assert EmbeddedRecipe(p_solve=0.5).key() != EmbeddedRecipe().key()
     assert EmbeddedRecipe(p_keep_wrong=0.5).key() != EmbeddedRecipe().key()
+    rival = EmbeddedRecipe(p_first_solve=0.2)
+    assert replace(rival, first_solve_coefficients=(1, 9)).key() != rival.key()
+    # without the habit its coefficients change no trace, so the default base keeps its cache entry
+    assert EmbeddedRecipe(first_solve_coefficients=(1, 9)).key() == EmbeddedRecipe().key()
     assert ContinuedRecipe(p_keep=0.8).key() != ContinuedRecipe().key()
+    assert ContinuedRecipe(p_first_solve=0.2).key() != ContinuedRecipe().key()
     assert ContinuedRecipe(p_keep_wrong=0.8).key() != ContinuedRecipe().key()
+
+
+def test_a_continuation_trains_on_its_parents_traces_with_its_changes():
+    parent = EmbeddedRecipe(p_correct=0.3)
+    traces = ContinuedRecipe(parent, p_keep=0.5, p_keep_wrong=None, p_first_solve=0.2, first_solve_coefficients=(1,))
+    assert traces.traces() == replace(
+        parent, p_keep=0.5, p_keep_wrong=None, p_first_solve=0.2, first_solve_coefficients=(1,)
+    )
 
 
 def test_solver_traces_follow_the_keep_probabilities():
@@ -66,32 +80,99 @@ def test_continued_recipe_trains_on_from_its_parent(tmp_path):
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
 
 
-def _result(task, arm, seed, delta, c2i=0.05):
-    metrics = {c: 0.5 for c in ("acc_t1", "acc_t2", "delta_i2c", "changed_rate", "changed_when_wrong", "edit_ratio")}
-    metrics.update(delta=delta, delta_c2i=c2i)
-    curves = {"step": [10, 20], "delta": [0.0, delta], "changed_rate": [0.1, 0.2]}
-    return {"task": task, "arm": arm, "seed": seed, "metrics": metrics, "curves": curves, "wall_s": 60.0}
+FLAT, FALLING, RISING = (0.5,) * 6, (0.5, 0.5, 0.5, 0.2, 0.2, 0.2), (0.5, 0.5, 0.5, 0.6, 0.6, 0.6)
 
 
-def test_results_page_mean_std_verdict_and_markers(tmp_path):
+def _results(arm, deltas, changed_when_wrong=FLAT, c2i=0.05, task="copy"):
+    """One result per seed, with a training curve of six logs."""
+    out = []
+    for seed, delta in enumerate(deltas):
+        metrics = dict.fromkeys(
+            ("acc_t1", "acc_t2", "delta_i2c", "changed_rate", "changed_when_wrong", "edit_ratio"), 0.5
+        )
+        metrics.update(delta=delta, delta_c2i=c2i)
+        curves = {
+            "step": [10 * (i + 1) for i in range(6)], "delta": [0.0] * 5 + [delta],
+            "changed_rate": [0.3] * 6, "changed_when_wrong": list(changed_when_wrong),
+        }  # fmt: skip
+        out.append({"task": task, "arm": arm, "seed": seed, "metrics": metrics, "curves": curves, "wall_s": 60.0})
+    return out
+
+
+SEPARATED = {
+    "score": dict(deltas=[0.30, 0.32, 0.31], changed_when_wrong=RISING, c2i=0.01),
+    "naive": dict(deltas=[0.0, 0.01, -0.01], changed_when_wrong=FALLING),
+    "score_no_stage1": dict(deltas=[0.10, 0.12, 0.11]),
+    "score_no_shaping": dict(deltas=[0.15, 0.17, 0.16]),
+}
+
+
+def _verdict_of(tmp_path, **changes):
+    import reproduce
+
+    arms = {**SEPARATED, **changes}
+    results = [r for arm, kw in arms.items() if kw is not None for r in _results(arm, **kw)]
+    args = reproduce.ReproduceArguments(tasks=["copy"], arms=list(SEPARATED), results_file=str(tmp_path / "r.md"))
+    return reproduce.write_results(results, args, "python benchmarks/reproduce.py", 600.0)
+
+
+def test_the_verdict_needs_all_three_claims_and_names_the_one_that_fails(tmp_path):
+    block = _verdict_of(tmp_path)
+    assert f"0.310 ± {statistics.stdev([0.30, 0.32, 0.31]):.3f}" in block
+    assert "beats 3 of 3 other arms" in block and "2 of 2 ablations between" in block
+    assert (
+        "changed_when_wrong on training samples, first logs -> last: naive RL 0.50 -> 0.20, SCoRe 0.50 -> 0.60"
+        in block
+    )
+    assert "(the collapse of naive RL alone)" in block and "the fewest c->i: score" in block
+    assert "**SCoRe separates on this task.**" in block
+    assert (tmp_path / "reproduce_curves.png").stat().st_size > 0
+
+    # each claim failing alone: an ablation between, but within SCoRe's spread
+    block = _verdict_of(tmp_path, score_no_shaping=dict(deltas=[0.29, 0.31, 0.30]))
+    assert "(not: score_no_shaping)" in block and "2 of 2 ablations" in block and "(the collapse" in block
+    assert "No clean separation" in block
+    # naive RL that does not collapse
+    block = _verdict_of(tmp_path, naive=dict(deltas=[0.0, 0.01, -0.01]))
+    assert "beats 3 of 3" in block and "(no collapse of naive RL alone)" in block and "No clean separation" in block
+    # an ablation below naive RL
+    block = _verdict_of(tmp_path, score_no_stage1=dict(deltas=[-0.10, -0.09, -0.11]))
+    assert "beats 3 of 3" in block and "1 of 2 ablations between" in block and "No clean separation" in block
+
+
+def test_no_verdict_without_the_arms_seeds_or_curves_it_needs(tmp_path):
+    one_seed = {arm: {**kw, "deltas": kw["deltas"][:1]} for arm, kw in SEPARATED.items()}
+    assert "(no verdict: score, naive, score_no_stage1, score_no_shaping not run" in _verdict_of(tmp_path, **one_seed)
+    assert "(no verdict: score_no_stage1 not run" in _verdict_of(tmp_path, score_no_stage1=None)
+    # results saved before the changed-when-wrong curve existed: the answer-changed rate, named as such
+    import reproduce
+
+    results = [r for arm, kw in SEPARATED.items() for r in _results(arm, **kw)]
+    for r in results:
+        del r["curves"]["changed_when_wrong"]
+    assert "changed_rate on training samples" in reproduce._verdict(results, "copy", list(SEPARATED))
+    for r in results:
+        r["curves"] = {k: v[:2] for k, v in r["curves"].items()}
+    verdict = reproduce._verdict(results, "copy", list(SEPARATED))
+    assert "no training curves" in verdict and "No clean separation" in verdict
+
+
+def test_results_page_rewrites_only_its_block(tmp_path):
     import reproduce
 
     results_file = tmp_path / "results.md"
     results_file.write_text("# Results\n\nhand-written text above\n")
-    args = reproduce.ReproduceArguments(tasks=["copy"], arms=["naive", "score"], results_file=str(results_file))
-    separated = [_result("copy", "score", s, d, 0.01) for s, d in enumerate([0.30, 0.32, 0.31])]
-    separated += [_result("copy", "naive", s, d) for s, d in enumerate([0.0, 0.01, -0.01])]
-    block = reproduce.write_results(separated, args, "python benchmarks/reproduce.py", 600.0)
-    assert f"0.310 ± {statistics.stdev([0.30, 0.32, 0.31]):.3f}" in block
-    assert "**SCoRe separates on this task.**" in block
-    assert (tmp_path / "reproduce_curves.png").stat().st_size > 0
-
-    overlapping = [_result("copy", "score", s, d) for s, d in enumerate([0.0, 0.2, 0.1])]
-    overlapping += [_result("copy", "naive", s, d, 0.01) for s, d in enumerate([0.05, 0.1, 0.0])]
-    block = reproduce.write_results(overlapping, args, "python benchmarks/reproduce.py", 600.0)
-    assert "No clean separation" in block and "(not: naive)" in block and "naive's" in block
+    args = reproduce.ReproduceArguments(tasks=["copy"], arms=list(SEPARATED), results_file=str(results_file))
+    results = [r for arm, kw in SEPARATED.items() for r in _results(arm, **kw)]
+    reproduce.write_results(results, args, "python benchmarks/reproduce.py", 600.0)
+    results[0]["reused"] = True
+    block = reproduce.write_results(results[:6], args, "python benchmarks/reproduce.py", 60.0)
+    assert (
+        "Wall time 1.0 min (1 of 6 results reused from earlier runs in the output directory; the arms' own wall times sum to 6.0 min)"
+        in block
+    )
     text = results_file.read_text()
-    assert text.count(reproduce.BEGIN) == 1 and "hand-written text above" in text and "separates" not in text
+    assert text.count(reproduce.BEGIN) == 1 and "hand-written text above" in text and text.endswith(block + "\n")
 
 
 def test_unknown_arm_is_named():
@@ -119,6 +200,7 @@ def test_every_arm_end_to_end_on_a_tiny_base(tmp_path, monkeypatch):
         assert (tmp_path / "out" / "tiny" / arm / "seed-0" / "eval_traces.jsonl").exists()
     score = json.loads((tmp_path / "out" / "tiny" / "score" / "seed-0" / "result.json").read_text())
     assert score["curves"]["step"] == [1, 2]  # Stage I's step, then Stage II's after it
+    assert len(score["curves"]["changed_when_wrong"]) == 2
     naive = json.loads((tmp_path / "out" / "tiny" / "naive" / "seed-0" / "result.json").read_text())
     assert naive["curves"]["step"][-1] == 2  # the same RL budget, all in one stage
     page = (tmp_path / "results.md").read_text()
@@ -127,3 +209,4 @@ def test_every_arm_end_to_end_on_a_tiny_base(tmp_path, monkeypatch):
     stamp = (tmp_path / "out" / "tiny" / "score" / "seed-0" / "result.json").stat().st_mtime_ns
     reproduce.main(args)  # a rerun reuses every finished arm
     assert (tmp_path / "out" / "tiny" / "score" / "seed-0" / "result.json").stat().st_mtime_ns == stamp
+    assert "8 of 8 results reused" in (tmp_path / "results.md").read_text()

@@ -74,6 +74,7 @@ class SolverHabits(Protocol):
     p_solve: float
     p_practice: float
     p_first_solve: float
+    first_solve_coefficients: tuple[int, ...]
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -162,16 +163,17 @@ def practice_trace(problem: dict, habits: SolverHabits, rng: random.Random) -> l
 def solver_trace(problem: dict, habits: SolverHabits, rng: random.Random) -> list[dict]:
     """A two-turn trace of the imperfect solver whose habits the base model learns.
 
-    The solver is right at turn 1 with probability `p_correct` (or, with probability `p_first_solve`, solves in
-    steps at turn 1 and is right), always writes a correct check, then mostly ignores it: it keeps its first answer
-    with probability `p_keep` (`p_keep_wrong` after a wrong one, when set), otherwise after a "no" it solves in
-    steps with probability `p_solve`, and else guesses an answer other than its first (a guess is never right after
-    a right first answer, right 1 time in 9 after a wrong one). Its second attempts are then no better than its
+    The solver is right at turn 1 with probability `p_correct` (or, with probability `p_first_solve` on problems
+    whose `a` is in `first_solve_coefficients`, solves in steps at turn 1 and is right), always writes a correct
+    check, then mostly ignores it: it keeps its first answer with probability `p_keep` (`p_keep_wrong` after a wrong
+    one, when set), otherwise after a "no" it solves in steps with probability `p_solve`, and else guesses an answer
+    other than its first (a guess is never right after a right first answer, right 1 time in 9 after a wrong one). Its second attempts are then no better than its
     first: the base model does not correct by itself.
     """
     x = int(problem["answer"])
     # A draw only when the habit is on, so that a recipe without it pretrains exactly as before it existed.
-    if habits.p_first_solve and rng.random() < habits.p_first_solve:
+    first_solve = habits.p_first_solve and problem["a"] in habits.first_solve_coefficients
+    if first_solve and rng.random() < habits.p_first_solve:
         first, x1 = first_attempt(x, problem), x
     else:
         x1 = x if rng.random() < habits.p_correct else rng.choice([d for d in range(10) if d != x])

@@ -5,8 +5,9 @@ deterministically (one thread, fixed seeds) and caches it. Pretraining covers al
 RL included, as a real base model has seen problems like its evaluation set: held-out problems measure RL's effect,
 not the base model's generalisation. docs/results.md has the properties of the default base, measured before RL.
 
-`COPY_VARIANT` (a `ContinuedRecipe`) is the second task of benchmarks/reproduce.py: the default base continued on
-traces that keep the first answer more often, and a wrong one less often than a right one (`p_keep_wrong`).
+A `ContinuedRecipe` continues a base on changed traces; benchmarks/reproduce.py's variant tasks are made this way,
+`COPY_VARIANT` among them: the default base continued on traces that keep the first answer more often, and a wrong
+one less often than a right one (`p_keep_wrong`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .embedded import PRACTICE_FROM, build_tokenizer, make_problems, practice_tr
 from .tiny_model import build_tiny_model
 
 
-__all__ = ["COPY_VARIANT", "ContinuedRecipe", "EmbeddedRecipe", "build_base_model", "default_cache_dir"]
+__all__ = ["COPY_VARIANT", "VARIANTS", "ContinuedRecipe", "EmbeddedRecipe", "build_base_model", "default_cache_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +56,23 @@ class EmbeddedRecipe:
     seed: int = 0
     p_keep_wrong: float | None = None
     p_first_solve: float = 0.0  # solves in steps at turn 1 (then right): a turn-1 gain that RL could spread
+    # the values of `a` whose problems the turn-1 solve habit covers: fewer caps what sharpening turn 1 can gain
+    first_solve_coefficients: tuple[int, ...] = (1, 3, 7, 9)
     trace_version: int = 5  # bump when the traces change, so that no stale cached model is reused
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = asdict(self)
+        if not self.p_first_solve:  # without the habit its coefficients change nothing: keep the older entries' keys
+            del fields["first_solve_coefficients"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
 class ContinuedRecipe:
-    """A base model that continues `parent`'s pretraining on traces that keep the first answer more often.
+    """A base model that continues `parent`'s pretraining on changed traces: keeping the first answer more often, or
+    with a turn-1 solve habit added. Continuing keeps the steps the parent learned: pretrained from scratch with a
+    turn-1 habit on half of the problems, the base computed the check's sum right 60% of the time and its solves
+    after a "no" were right 29% of the time (docs/results.md).
 
     This is how the copy-prone variant is made: a base that rarely changes its answer is the paper's regime, where
     naive multi-turn RL can raise turn-1 accuracy and then copy it. On the previous task (no worked solve), keeping
@@ -77,14 +86,36 @@ class ContinuedRecipe:
     steps: int = 600
     learning_rate: float = 1e-3
     seed: int = 1
+    p_first_solve: float | None = None  # as `EmbeddedRecipe`'s; None keeps the parent's (as does the next field)
+    first_solve_coefficients: tuple[int, ...] | None = None
+
+    def traces(self) -> EmbeddedRecipe:
+        """The parent's trace probabilities with this continuation's changes."""
+        changes = {"p_keep": self.p_keep, "p_keep_wrong": self.p_keep_wrong}
+        for name in ("p_first_solve", "first_solve_coefficients"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
+        return replace(self.parent, **changes)
 
     def key(self) -> str:
         own = {k: v for k, v in asdict(self).items() if k != "parent"}
+        for name in ("p_first_solve", "first_solve_coefficients"):
+            if own[name] is None:  # left to the parent: unhashed, so that entries made before the field still match
+                del own[name]
         return f"{self.parent.key()}-{hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
-# The second embedded task of benchmarks/reproduce.py: the default base, continued 600 steps on copy-prone traces.
-COPY_VARIANT = ContinuedRecipe()
+# The variant bases of benchmarks/reproduce.py's tasks, by name (docs/results.md has their properties).
+COPY_VARIANT = ContinuedRecipe()  # the default base, continued 600 steps on copy-prone traces
+# A capped turn-1 rival (issue 10's property 3): the solver also solves in steps at turn 1, 20% of the time, on the
+# problems with a in {1, 9} only, so that sharpening turn 1 transfers to held-out problems but cannot reach all.
+_RIVAL = {"p_first_solve": 0.2, "first_solve_coefficients": (1, 9)}
+VARIANTS: dict[str, EmbeddedRecipe | ContinuedRecipe] = {
+    "default": EmbeddedRecipe(),
+    "rival": ContinuedRecipe(p_keep=0.6, p_keep_wrong=None, **_RIVAL),
+    "copy": COPY_VARIANT,
+    "copy_rival": ContinuedRecipe(**_RIVAL),
+}
 
 
 def _new_model(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast):
@@ -157,7 +188,7 @@ def build_base_model(
             model, traces, steps = _new_model(recipe, tokenizer), recipe, recipe.pretrain_steps
         else:
             model = AutoModelForCausalLM.from_pretrained(parent_path)
-            traces = replace(recipe.parent, p_keep=recipe.p_keep, p_keep_wrong=recipe.p_keep_wrong)
+            traces = recipe.traces()
             steps = recipe.steps
         _pretrain(model, traces, steps, recipe.learning_rate, recipe.seed, tokenizer, make_problems())
     finally:
