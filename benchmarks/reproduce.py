@@ -1,6 +1,6 @@
 """The paper's comparison in miniature: every method, from the same base model, on the embedded tasks, over seeds.
 
-    python benchmarks/reproduce.py              # 2 tasks x 8 arms x 3 seeds: about 70 minutes on 2 CPU cores
+    python benchmarks/reproduce.py              # 2 tasks x 8 arms x 3 seeds: about 62 minutes on 2 CPU cores
     python benchmarks/reproduce.py --quick      # one seed, short budgets: a few minutes
 
 Arms (the paper's Tables 3 and 4): the base model prompted twice; STaR (D+) and Pair-SFT on TRL's SFTTrainer;

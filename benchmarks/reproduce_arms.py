@@ -66,7 +66,7 @@ TASKS = {
     ),
     "copy_rival": Task("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
 }
-# The full run's tasks (about 70 minutes on 2 cores); the others run with --tasks.
+# The full run's tasks (about 62 minutes on 2 cores); the others run with --tasks.
 FULL_RUN_TASKS = ["default", "rival"]
 
 
