@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,9 +23,8 @@ from trl import TrlParser
 
 from score_trl.data.embedded import INVERSE, make_problems, split_problems
 from score_trl.data.embedded_model import VARIANTS, build_base_model
-from score_trl.evaluation import EvalSettings, evaluate
-from score_trl.pipeline import parse_args
-from score_trl.tasks import get_task
+from score_trl.evaluation import evaluate
+from score_trl.pipeline import eval_settings, parse_args
 
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
@@ -110,14 +109,9 @@ def main(args: PropertiesArguments) -> None:
     path = args.model or build_base_model(VARIANTS[args.task or "default"])
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     rows = {"all": make_problems(), "train": split_problems()[0], "held_out": split_problems()[1]}[args.split]
-    # sampled as the demo evaluates: its recipe's tokens per turn and decoding, the task's instruction
-    script_args, _, _ = parse_args(args=["--config", str(RECIPE)])
-    settings = EvalSettings(
-        instruction=get_task(script_args.task).instruction,
-        max_new_tokens=script_args.eval_max_new_tokens,
-        do_sample=script_args.eval_do_sample,
-        batch_size=400,
-    )
+    # sampled as the demo evaluates (its recipe's rendering, tokens per turn and decoding), in larger batches
+    script_args, recipe_args, _ = parse_args(args=["--config", str(RECIPE)])
+    settings = replace(eval_settings(script_args, recipe_args), batch_size=400)
     set_seed(args.seed)
     metrics, traces = evaluate(model, tokenizer, [r for r in rows for _ in range(args.samples)], "math", settings)
     result = {**metrics, **properties(traces, {p["id"]: p for p in make_problems()})}

@@ -17,10 +17,10 @@ from trl import RLOOConfig, RLOOTrainer, SFTConfig
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
 from score_trl.baselines import run_pair_sft, run_star
-from score_trl.data.embedded import EMBEDDED_INSTRUCTION, split_problems
+from score_trl.data.embedded import split_problems
 from score_trl.data.embedded_model import VARIANTS, ContinuedRecipe, EmbeddedRecipe, build_base_model
 from score_trl.evaluation import EvalSettings, evaluate
-from score_trl.pipeline import parse_args
+from score_trl.pipeline import eval_settings, parse_args
 from score_trl.rewards import math_reward
 from score_trl.tasks import get_task
 from score_trl.trainers.stage_one_config import STAGE_ONE_TURN_BETAS
@@ -84,11 +84,18 @@ class ArmSettings:
     logging_steps: int = 10  # the resolution of the training curves
 
 
-def _rl_values() -> dict:
-    """The trainer arguments of the embedded recipe (the demo's), parsed as the demo parses them, so that every RL
-    arm samples and trains alike. `beta` and `generation_batch_size` are derived again by each arm's config."""
+def _recipe():
+    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them, with
+    the task's instruction set as the pipeline sets it."""
     script_args, args, _ = parse_args(args=["--config", str(RECIPE)])
-    args.turn_instruction = args.turn_instruction or get_task(script_args.task).instruction  # as the pipeline does
+    args.turn_instruction = args.turn_instruction or get_task(script_args.task).instruction
+    return script_args, args
+
+
+def _rl_values() -> dict:
+    """The trainer arguments of the embedded recipe, so that every RL arm samples and trains as the demo does.
+    `beta` and `generation_batch_size` are derived again by each arm's config."""
+    _, args = _recipe()
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
     return {k: v for k, v in values.items() if k not in ("beta", "generation_batch_size")}
 
@@ -177,8 +184,8 @@ def _pair_sft(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, cu
 
 
 def sampling_settings(s: ArmSettings) -> EvalSettings:
-    """How every arm samples: in training data for the SFT arms, and in the held-out evaluation."""
-    return EvalSettings(instruction=EMBEDDED_INSTRUCTION, max_new_tokens=s.max_tokens, batch_size=320, do_sample=True)
+    """How every arm samples (training data for the SFT arms, the held-out evaluation): as the demo evaluates."""
+    return dataclasses.replace(eval_settings(*_recipe()), max_new_tokens=s.max_tokens)
 
 
 TRAIN: dict[str, Callable] = {

@@ -34,7 +34,7 @@ from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig,
 from .trainers.stage_one_config import STAGE_ONE_TURN_BETAS
 
 
-__all__ = ["ScoreScriptArguments", "derive_config", "parse_args", "run", "train_stage"]
+__all__ = ["ScoreScriptArguments", "derive_config", "eval_settings", "parse_args", "run", "train_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,20 @@ def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurn
     return config_cls(**{**values, "generation_batch_size": None, "beta": None, **changes})
 
 
+def eval_settings(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> EvalSettings:
+    """How the pipeline evaluates: the trainers' prompt rendering (`args`; the task's instruction when `args` names
+    none) and the script's decoding."""
+    settings = EvalSettings.from_config(
+        args,
+        max_new_tokens=script_args.eval_max_new_tokens,
+        batch_size=script_args.eval_batch_size,
+        do_sample=script_args.eval_do_sample,
+    )
+    if args.turn_instruction is None:
+        settings.instruction = get_task(script_args.task).instruction
+    return settings
+
+
 def evaluate_model(
     model_path: str, held_out: list[dict], script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, name: str
 ) -> dict[str, float]:
@@ -97,12 +111,7 @@ def evaluate_model(
     with whole_models(args):
         model, tokenizer = load_model_and_tokenizer(model_path)
     model.to(PartialState().device)
-    settings = EvalSettings.from_config(
-        args,
-        max_new_tokens=script_args.eval_max_new_tokens,
-        batch_size=script_args.eval_batch_size,
-        do_sample=script_args.eval_do_sample,
-    )
+    settings = eval_settings(script_args, args)
     held_out = [row for row in held_out for _ in range(script_args.eval_samples_per_problem)]
     out = Path(args.output_dir)
     # Seeded here, not only at start-up: each evaluation then samples the same whatever ran before it in the process
@@ -157,10 +166,7 @@ def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig)
         return derive_config(StageOneConfig, args)
     changes = {"output_dir": os.path.join(args.output_dir, "stage1"), "push_to_hub": False}
     # Stage I's own KL weights, not Stage II's carried over: the script's, else StageOneConfig's default.
-    if script_args.stage1_turn_betas is not None:
-        changes["turn_betas"] = list(script_args.stage1_turn_betas)
-    else:
-        changes["turn_betas"] = list(STAGE_ONE_TURN_BETAS)
+    changes["turn_betas"] = list(script_args.stage1_turn_betas or STAGE_ONE_TURN_BETAS)
     if script_args.stage1_max_steps is not None:
         changes["max_steps"] = script_args.stage1_max_steps
     return derive_config(StageOneConfig, args, **changes)

@@ -48,3 +48,20 @@ def test_task_and_model_conflict():
 
     with pytest.raises(ValueError, match="pass one"):
         PropertiesArguments(task="rival", model="outputs/some/model")
+
+
+def test_main_measures_a_model_path(tmp_path, capsys):
+    import json
+
+    from base_properties import PropertiesArguments, main
+
+    from score_trl.data.embedded import build_tokenizer
+    from score_trl.data.tiny_model import build_tiny_model
+
+    tokenizer = build_tokenizer()
+    build_tiny_model(tokenizer, "llama").save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    main(PropertiesArguments(model=str(tmp_path), split="held_out", samples=1))
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{") :])
+    assert result["n"] == 40 and 0.0 <= result["acc_t1"] <= 1.0 and "p_solve_after_no" in result

@@ -150,7 +150,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
             self.processing_class, self.eos_token_ids, args.instruction_template, self.chat_template_kwargs
         )
         # Evaluation results ({name: metrics}) that the model card lists under the card TRL writes; see
-        # examples/score_math.py.
+        # `score_trl.pipeline.run`.
         self.model_card_metrics: dict[str, dict[str, float]] | None = None
         self._turn_betas = torch.tensor([0.0, *args.turn_betas])
 
