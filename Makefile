@@ -24,10 +24,10 @@ install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
-	@# bubblewrap isolates sandboxed model code (docs/rewards.md); without it the sandbox falls back to rlimits.
+	@# bubblewrap isolates sandboxed model code (docs/rewards.md); without it the code reward refuses to run.
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || \
-		echo "warning: bubblewrap not installed; the code sandbox will use resource limits only"
+		echo "warning: bubblewrap not installed; the code reward and its tests need it (docs/rewards.md)"
 	@# DeepSpeed compiles its CPU communication op on first use (tests/test_deepspeed.py): it needs a C++ compiler.
 	@command -v c++ >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq g++ >/dev/null; } || \

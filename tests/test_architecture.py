@@ -10,6 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "score_trl"
 # Lowest first. A module imports from its own layer or lower ones only (docs/architecture.md).
 LAYERS = [
+    {"sandbox"},
     {"prompts", "metrics", "rewards"},
     {"rollout", "data", "loading", "testing"},
     {"trainers", "evaluation"},

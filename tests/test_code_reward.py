@@ -15,6 +15,8 @@ MBPP_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
 HUMANEVAL = {"test": "def check(candidate):\n    assert candidate(2) == 4\n", "entry_point": "double"}
 GOOD = "def add(a, b):\n    return a + b\n"
 FAST = SandboxConfig(wall_time=3.0, cpu_time=3)
+sys.path.insert(0, os.path.dirname(__file__))
+import hostile_programs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +37,7 @@ def interpreter(request, monkeypatch):
 
 
 def _live_sandbox_processes() -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if "score_trl_sbx_" in cmdline and "program.py" in cmdline:
-            found.append(pid)
-    return found
+    return hostile_programs.live_sandbox_processes()
 
 
 def test_extract_code():
@@ -83,7 +76,7 @@ def test_humaneval_pass_and_fail():
         "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return 0\n",
         "raise SystemExit(0)\n",
         # reading its own harness does not reveal the pass token
-        "import sys\nprint(open(sys.argv[0]).read())\nprint(sys.stdin.read() if not sys.stdin.closed else '')\n",
+        "import sys\nprint(open(sys.argv[0]).read())\nprint(sys.stdin.read())\n",
         # rebinding print or os.write does not forge the report
         "import os, builtins\nos.write = lambda fd, b: 0\nbuiltins.print = lambda *a, **k: None\n"
         "def add(a, b):\n    return 0\n",
@@ -129,11 +122,11 @@ def test_environment_is_scrubbed(monkeypatch):
     assert "SECRET_TOKEN" not in result.stdout and "HF_" not in result.stdout
 
 
-def test_working_directory_is_private_and_removed():
-    result = run_python("import os\nopen('out.txt', 'w').write('hi')\nprint(os.getcwd())\n")
-    workdir = result.stdout.strip()
-    assert result.returncode == 0 and "score_trl_sbx_" in workdir
-    assert not os.path.exists(workdir)
+def test_working_directory_is_private():
+    result = run_python("import os\nopen('out.txt', 'w').write('hi')\nprint(os.getcwd(), sorted(os.listdir('.')))\n")
+    assert result.returncode == 0 and result.stdout.strip() == "/tmp ['out.txt']"
+    # a fresh, empty one on every run
+    assert run_python("import os\nprint(os.listdir('.'))\n").stdout.strip() == "[]"
 
 
 @pytest.mark.skipif(not HAS_BWRAP, reason="needs bubblewrap (apt-get install bubblewrap): rlimits mode can write")
@@ -141,7 +134,8 @@ def test_writing_outside_the_working_directory_fails_under_bwrap():
     # Outside /tmp, which the sandbox replaces with a private tmpfs anyway.
     target = f"/var/tmp/score_trl_escape_{os.getpid()}.txt"
     result = run_python(f"open({target!r}, 'w').write('pwned')\n", SandboxConfig(isolation="bwrap"))
-    assert result.returncode != 0 and "Read-only file system" in result.stderr
+    # /var/tmp is not even in the sandbox's view; what it can see of the host is read-only
+    assert result.returncode != 0 and ("Read-only file system" in result.stderr or "No such file" in result.stderr)
     assert not os.path.exists(target)
 
 
@@ -183,18 +177,17 @@ def test_fork_bomb_is_contained(isolation):
 
 
 def _pids_cgroup_available() -> bool:
-    from score_trl.rewards.sandbox import _make_pids_cgroup, _remove_cgroup
+    from score_trl.sandbox.limits import make_cgroup
 
-    path = _make_pids_cgroup(4)
-    if path is None:
+    cgroup = make_cgroup(64, 4)
+    if cgroup is None:
         return False
-    _remove_cgroup(path)
+    cgroup.remove()
     return True
 
 
-def test_process_count_is_bounded_where_the_kernel_allows():
-    if os.geteuid() == 0 and not _pids_cgroup_available():
-        pytest.skip("RLIMIT_NPROC does not bind root and no pids cgroup is writable here")
+@pytest.mark.skipif(not HAS_BWRAP, reason="needs bubblewrap: RLIMIT_NPROC is set inside its user namespace")
+def test_process_count_is_bounded():
     counter = """\
 import os, time
 n = 0
@@ -293,6 +286,6 @@ def test_an_interpreter_too_slow_to_start_is_not_scored_but_a_broken_sandbox_rai
     def broken(*args, **kwargs):
         raise SandboxError("bwrap: cannot create a namespace")
 
-    monkeypatch.setattr(code_module, "run_python", broken)
+    monkeypatch.setattr(code_module, "run_tests", broken)
     with pytest.raises(SandboxError, match="namespace"):
         verify_code("def f():\n    return 1\n", tests)

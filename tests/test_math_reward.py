@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -106,3 +107,58 @@ def test_to_math_rows_keeps_escaped_dollar_gold_answers():
     rows = to_math_rows(Dataset.from_list(problems))
     assert rows["answer"] == [r"\$18.90", r"\$32,\!348", r"\$36"]
     assert rows["id"] == ["0", "1", "2"]
+
+
+# Answers a policy can write to stall training: a power tower (stopped before sympy sees it), a huge power and deep
+# nesting (stopped by the hard limit), and a quadratic-looking box storm.
+HOSTILE_ANSWERS = [
+    r"\boxed{9^{9^{9^{9}}}}",
+    r"\boxed{99999999999999^{99999999999}}",
+    r"\boxed{" + "(" * 300 + "1" + ")" * 300 + "}",
+    "\\boxed{" * 2000 + "1",
+]
+
+
+@pytest.mark.parametrize("on_main_thread", [True, False])
+def test_hostile_answers_are_bounded_on_and_off_the_main_thread(on_main_thread):
+    from score_trl.rewards import MathVerifier
+
+    verifier = MathVerifier(answer_timeout=1.0)
+    assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # the worker is up
+    results = []
+
+    def run():
+        for answer in HOSTILE_ANSWERS:
+            start = time.monotonic()
+            results.append((verifier.verify(answer, "4"), time.monotonic() - start))
+
+    if on_main_thread:
+        run()
+    else:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=60)
+    assert [score for score, _ in results] == [0.0] * len(HOSTILE_ANSWERS)
+    assert max(seconds for _, seconds in results) < 3.0
+    assert verifier.timeouts >= 1  # the huge power ran into the hard limit
+    assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # and a fresh worker took over
+    verifier.close()
+
+
+def test_a_batch_that_runs_out_of_time_scores_the_rest_zero_and_logs_the_count():
+    from score_trl.rewards import make_math_reward
+
+    logged = {}
+    reward = make_math_reward(answer_timeout=1.0, batch_timeout=1.5)
+    completions = [r"\boxed{2}", HOSTILE_ANSWERS[1], r"\boxed{2}", r"\boxed{2}"]
+    start = time.monotonic()
+    scores = reward(
+        prompts=[""] * 4, completions=completions, answer=["2"] * 4, log_metric=lambda k, v: logged.update({k: v})
+    )
+    assert time.monotonic() - start < 5
+    # the first is judged, the huge power takes its whole second and scores 0.0; the last two get what is left of
+    # the batch's 1.5 s (a worker restart is not charged to them): every 0.0 here ran out of time, and is counted
+    assert scores[:2] == [1.0, 0.0]
+    assert logged["math_reward/out_of_time"] == float(scores.count(0.0)) >= 1
+    with pytest.raises(ValueError, match="positive"):
+        make_math_reward(answer_timeout=0)

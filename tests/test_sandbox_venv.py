@@ -15,7 +15,7 @@ import time
 import pytest
 
 from score_trl.rewards import SandboxConfig, SandboxError, run_python, verify_code, verify_code_batch
-from score_trl.rewards import sandbox as sandbox_module
+from score_trl.sandbox import isolation, limits, process
 
 
 HAS_BWRAP = shutil.which("bwrap") is not None
@@ -128,23 +128,25 @@ def test_bwrap_that_cannot_create_namespaces_raises(tmp_path, monkeypatch):
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(sandbox_module, "_bwrap", lambda: str(fake))
+    monkeypatch.setattr(isolation, "bwrap", lambda: str(fake))
     with pytest.raises(SandboxError, match="Creating new namespace failed.*isolation='rlimits'"):
         verify_code(GOOD, MBPP_TESTS, config=SandboxConfig(isolation="bwrap"))
     with pytest.raises(SandboxError):
         verify_code_batch([GOOD, GOOD], [{"test_list": MBPP_TESTS}] * 2, config=SandboxConfig(isolation="bwrap"))
 
 
-def test_bwrap_asked_for_but_not_installed_raises(monkeypatch):
-    monkeypatch.setattr(sandbox_module, "_bwrap", lambda: None)
-    with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
-        verify_code(GOOD, MBPP_TESTS, config=SandboxConfig(isolation="bwrap"))
+@pytest.mark.parametrize("requested", ["auto", "bwrap"])
+def test_without_bwrap_the_sandbox_fails_closed(monkeypatch, requested):
+    # No silent fallback to running model code unisolated: the error says how to install bwrap and how to opt out.
+    monkeypatch.setattr(isolation, "bwrap", lambda: None)
+    with pytest.raises(SandboxError, match="apt-get install bubblewrap.*isolation='rlimits'"):
+        verify_code(GOOD, MBPP_TESTS, config=SandboxConfig(isolation=requested))
 
 
-def test_pids_cgroup_that_cannot_be_joined_raises(tmp_path, monkeypatch):
-    missing = str(tmp_path / "no_such_cgroup")
-    monkeypatch.setattr(sandbox_module, "_make_pids_cgroup", lambda limit: missing)
-    with pytest.raises(SandboxError, match="pids cgroup"):
+def test_cgroup_that_cannot_be_joined_raises(tmp_path, monkeypatch):
+    missing = limits.RunCgroup([str(tmp_path / "no_such_cgroup")])
+    monkeypatch.setattr(process, "make_cgroup", lambda memory_mb, max_processes: missing)
+    with pytest.raises(SandboxError, match="cgroup"):
         verify_code(GOOD, MBPP_TESTS, config=SandboxConfig(isolation="rlimits"))
 
 
@@ -172,6 +174,4 @@ def test_humaneval_canonical_solutions_pass_with_a_venv_under_tmp(venv_python):
     # The same programs with the body cut off fail every check.
     stubs = [f"{p['prompt']}    pass\n" for p in problems[:20]]
     assert verify_code_batch(stubs, tests[:20], config=config, max_workers=2) == [0.0] * 20
-    print(
-        f"HumanEval: 164/164 canonical solutions pass in {elapsed:.1f} s ({sandbox_module._resolve_isolation('auto')})"
-    )
+    print(f"HumanEval: 164/164 canonical solutions pass in {elapsed:.1f} s")

@@ -1,6 +1,7 @@
 """Code loaders: MBPP (training) and HumanEval (evaluation) in the row format `code_reward` reads.
 
-MBPP rows keep `test_list` and `test_setup_code`; HumanEval rows keep `test` and `entry_point`. Both get a `prompt`
+MBPP rows keep `test_list` and `test_setup_code`; HumanEval rows keep `test` and `entry_point`, and
+the problem's own code as `test_setup_code`. Both get a `prompt`
 (the task as a user message) and an `id`.
 """
 
@@ -28,7 +29,13 @@ def humaneval_rows(dataset: Dataset) -> Dataset:
 
     def convert(row: dict) -> dict:
         content = f"Complete the following Python function. Write the whole function.\n```python\n{row['prompt']}```"
-        return {"prompt": [{"role": "user", "content": content}], "id": str(row["task_id"])}
+        # The prompt's code is the trusted definition of the helpers the tests call (`poly` in HumanEval/32): the
+        # judge runs it, so a model that redefines them gains nothing.
+        return {
+            "prompt": [{"role": "user", "content": content}],
+            "id": str(row["task_id"]),
+            "test_setup_code": row["prompt"],
+        }
 
     return dataset.map(convert, remove_columns=["prompt"])
 

@@ -1,13 +1,15 @@
-"""Code verifier: the program in a completion, run against a problem's tests in the sandbox.
+"""Code verifier: the program in a completion, run against a problem's tests through the sandbox's judge.
 
 Two test formats are accepted, matching the data sets users bring:
 
 - MBPP: `test_list` (assert statements, one string each) and optional `test_setup_code`;
-- HumanEval: `test` (source defining `check(candidate)`) and `entry_point` (the function to pass to it).
+- HumanEval: `test` (source defining `check(candidate)`) and `entry_point` (the function to pass to it), with
+  optional `test_setup_code` (the problem's prompt: its helper functions are then the trusted ones, not the model's).
 
-A program scores 1.0 only if every test ran and passed: the harness prints a one-time token after the last test, and
-the token is read from stdin and dropped from the program's reach before the model's code runs. A program that exits
-early with status 0 (`sys.exit(0)`, `os._exit(0)`, an `atexit` hook) therefore scores 0.0.
+The program runs in the sandbox; the tests run in a separate judge process outside it and see the program's
+functions only as proxies whose results cross back as builtin data (`score_trl.sandbox`). A program scores 1.0 only
+if the judge saw every test pass. Nothing the program does in its own process (exiting early, rebinding builtins,
+returning an object whose `__eq__` is always true, finding a token) reaches the verdict.
 """
 
 from __future__ import annotations
@@ -15,36 +17,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from .sandbox import SandboxConfig, SandboxError, run_python
+from ..sandbox import SandboxConfig, SandboxError, run_tests
+from ..sandbox.isolation import warn_unisolated
 
 
-__all__ = ["build_test_program", "extract_code", "verify_code", "verify_code_batch"]
+__all__ = ["extract_code", "verify_code", "verify_code_batch"]
 
 logger = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
-
-# The harness keeps the token in a closure and writes it with a reference to os.write taken before the model's code
-# runs, so that neither a rebinding of `print`/`os.write` nor a read of the program's source reveals or forges it.
-_HARNESS = """\
-import os as _os, sys as _sys
-def _make_reporter(_write=_os.write, _token=_sys.stdin.readline().strip()):
-    def _report():
-        _write(1, ("\\n" + _token + "\\n").encode())
-    return _report
-_report = _make_reporter()
-_sys.stdin.close()
-_ns = {{"__name__": "solution"}}
-exec(compile({setup!r}, "test_setup", "exec"), _ns)
-exec(compile({solution!r}, "solution", "exec"), _ns)
-exec(compile({tests!r}, "tests", "exec"), _ns)
-{check}
-_report()
-"""
 
 
 def extract_code(completion: str) -> str:
@@ -52,26 +36,6 @@ def extract_code(completion: str) -> str:
     whole text."""
     blocks = _FENCE.findall(completion)
     return blocks[-1] if blocks else completion
-
-
-def build_test_program(
-    solution: str,
-    test_list: Sequence[str] | None = None,
-    test_setup_code: str = "",
-    test: str | None = None,
-    entry_point: str | None = None,
-) -> str:
-    """The harness program that runs `solution` against MBPP-style or HumanEval-style tests."""
-    if test_list is not None:
-        tests, check = "\n".join(test_list), ""
-    elif test is not None and entry_point is not None:
-        tests, check = test, f"_ns['check'](_ns[{entry_point!r}])"
-    else:
-        raise ValueError(
-            "No tests given: pass `test_list` (MBPP: assert lines, optional `test_setup_code`) or `test` and "
-            "`entry_point` (HumanEval: `check(candidate)`)."
-        )
-    return _HARNESS.format(setup=test_setup_code or "", solution=solution, tests=tests, check=check)
 
 
 def verify_code(
@@ -84,21 +48,31 @@ def verify_code(
 ) -> float | None:
     """1.0 if the program in `completion` passes every test, else 0.0 (syntax error, failure, crash, timeout).
 
-    When the sandbox itself failed and the program never ran, that is not the model's failure: None ("cannot judge",
-    with a warning) if the interpreter only did not start in time on a loaded machine, else `SandboxError` is raised.
+    None ("cannot judge", with a warning) when the tests pass the program a value that cannot cross the sandbox's
+    boundary (docs/rewards.md), or when the interpreter only did not start in time on a loaded machine. Any other
+    failure of the sandbox itself raises `SandboxError`: it is never the model's failure.
     """
     if isinstance(test_list, str):  # a JSON-encoded column
         test_list = json.loads(test_list)
-    program = build_test_program(extract_code(completion), test_list, test_setup_code, test, entry_point)
-    token = secrets.token_hex(16)
+    if test_list is not None:
+        tests, entry_point = "\n".join(test_list), None
+    elif test is not None and entry_point is not None:
+        tests = test
+    else:
+        raise ValueError(
+            "No tests given: pass `test_list` (MBPP: assert lines, optional `test_setup_code`) or `test` and "
+            "`entry_point` (HumanEval: `check(candidate)`)."
+        )
     try:
-        result = run_python(program, config, stdin=token + "\n")
+        passed, why = run_tests(extract_code(completion), tests, test_setup_code or "", entry_point, config)
     except SandboxError as error:
         if not error.transient:
             raise
         logger.warning("Not scored: %s", error)
         return None
-    passed = not result.timed_out and result.returncode == 0 and token in result.stdout.splitlines()
+    if passed is None:
+        logger.warning("Not scored: %s", why)
+        return None
     return 1.0 if passed else 0.0
 
 
@@ -108,7 +82,9 @@ def verify_code_batch(
     config: SandboxConfig | None = None,
     max_workers: int = 4,
 ) -> list[float | None]:
-    """`verify_code` over many programs, `max_workers` sandboxes at a time (each is its own process)."""
+    """`verify_code` over many programs, `max_workers` sandboxes at a time (each is its own process tree)."""
+    if config is not None and config.isolation == "rlimits":
+        warn_unisolated()  # on every batch: running model code unisolated must never go unnoticed
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         futures = [pool.submit(verify_code, c, **t, config=config) for c, t in zip(completions, tests, strict=True)]
         return [f.result() for f in futures]

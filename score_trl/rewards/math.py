@@ -1,43 +1,60 @@
-r"""Math verifier: a final answer in a completion against a gold answer, with `math-verify`.
+r"""Math verifier: a final answer in a completion against a gold answer, with `math-verify`, under a hard time limit.
 
 The final answer is the last `\boxed{...}` or the last of the paper's
 `Final Answer: The final answer is $...$. I hope it is correct.` in the tail of the completion, whichever comes
-later. Scores are 1.0 (equivalent), 0.0 (wrong or no answer) or None (the gold answer cannot be parsed: TRL skips the
-sample).
+later. Scores are 1.0 (equivalent), 0.0 (wrong, no answer, or out of time) or None (the gold answer cannot be
+parsed: TRL skips the sample).
+
+math-verify (sympy) can be made to compute for minutes by one answer (`\boxed{9^{9^{9^{9}}}}`), and its own timeouts
+use `signal.alarm`, which works only on a main thread, and TRL calls reward functions on its event loop's thread. So
+math-verify runs in a worker process (this file, run as a script) on that process's main thread, and the caller
+waits for each answer at most `answer_timeout` seconds: past it the worker is killed and restarted, and the answer
+scores 0.0. Answers no honest solution writes (nested powers, huge factorials) are not given to sympy at all: they
+match only a gold answer written identically. Standard library and math-verify only: the worker runs this file by
+path.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
+import time
 
-from math_verify import LatexExtractionConfig, parse, verify
 
+__all__ = ["MathVerifier", "equivalent_answers", "extract_final_answer", "last_boxed", "verify_math"]
 
-__all__ = ["equivalent_answers", "extract_final_answer", "last_boxed", "verify_math"]
+logger = logging.getLogger(__name__)
 
 # Long completions are clipped before searching: the final answer is at the end, and latex parsing is superlinear.
 TAIL_CHARS = 4000
+ANSWER_TIMEOUT = 5.0
 _FINAL_ANSWER = re.compile(r"final answer is\s*\$(.+?)\$(?=[\s.,;]|$)", re.IGNORECASE | re.DOTALL)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a `$` that opens or closes math, not an escaped `\$`
+# A power whose exponent holds another power, or a factorial of a 4+ digit number: sympy would try to evaluate it.
+_ABSURD = re.compile(r"\^\s*\{[^}]*\^|\^\s*\(?\s*\d+\s*\)?\s*\^|\d{4,}\s*!|\\(?:operatorname\{)?(?:fact)")
+_MAX_ANSWER_CHARS = 300
 
 
 def last_boxed(text: str) -> tuple[int, str] | None:
-    """Start offset and content of the last balanced `\\boxed{...}` in `text`."""
+    """Start offset and content of the last balanced `\\boxed{...}` in `text` (the one that closes last), in one
+    pass: nested or unclosed boxes cost no rescans."""
+    opens = {match.end() - 1: match.start() for match in _BOXED.finditer(text)}
+    stack: list[int | None] = []
     found = None
-    for match in _BOXED.finditer(text):
-        depth, start = 1, match.end()
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    found = (match.start(), text[start:i])
-                    break
+    for i, char in enumerate(text):
+        if char == "{":
+            stack.append(opens.get(i))
+        elif char == "}" and stack:
+            start = stack.pop()
+            if start is not None:
+                found = (start, text[text.index("{", start) + 1 : i])
     return found
 
 
@@ -57,61 +74,164 @@ def extract_final_answer(completion: str, tail_chars: int = TAIL_CHARS) -> str |
     return answer or None
 
 
-def _timeouts() -> tuple[int | None, int | None]:
-    # math-verify times out with signal.alarm, which only works on the main thread: elsewhere, run without timeouts
-    # (the latex is already clipped to the tail) instead of raising.
-    if threading.current_thread() is threading.main_thread():
-        return 10, 5
-    logging.getLogger("math_verify").setLevel(logging.ERROR)
-    return None, None
+def _absurd(answer: str) -> bool:
+    return len(answer) > _MAX_ANSWER_CHARS or _ABSURD.search(answer) is not None
 
 
-def _parse_latex(answer: str, parsing_timeout: int | None) -> list:
+# ---- run in the worker process (math-verify imported there only) ----
+
+
+def _parse_latex(answer: str) -> list:
+    from math_verify import parse
+
     # An escaped dollar (MATH's `\$18.90`, `\$32,\!348`) is a currency sign, not a math delimiter: such an answer
     # still needs wrapping, and math-verify reads `$\$18.90$` as 18.90.
     delimited = "\\boxed" in answer or _MATH_DOLLAR.search(answer) is not None
-    return parse(answer if delimited else f"${answer}$", parsing_timeout=parsing_timeout)
+    return parse(answer if delimited else f"${answer}$", parsing_timeout=5)
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse_answer(answer: str, parsing_timeout: int | None) -> tuple:
-    """A final answer parsed by math-verify (a tuple, so that the cached value cannot be changed in place)."""
-    boxed = f"\\boxed{{{answer}}}"
-    config = [LatexExtractionConfig(boxed_match_priority=0)]
-    return tuple(parse(boxed, extraction_config=config, parsing_timeout=parsing_timeout))
+_ANSWERS: dict[str, list] = {}
 
 
-def verify_math(completion: str, gold: str, tail_chars: int = TAIL_CHARS) -> float | None:
-    """Score `completion` against `gold`: 1.0 if its final answer is equivalent, 0.0 if not or if it has none.
+def _parse_answer(answer: str) -> list:
+    if answer not in _ANSWERS:
+        from math_verify import LatexExtractionConfig, parse
 
-    Returns None when `gold` itself cannot be parsed into a math expression, so that a broken label is skipped rather
-    than scored.
-    """
-    parsing_timeout, verify_timeout = _timeouts()
-    gold_parsed = _parse_latex(str(gold), parsing_timeout)
+        config = [LatexExtractionConfig(boxed_match_priority=0)]
+        if len(_ANSWERS) > 4096:
+            _ANSWERS.clear()
+        _ANSWERS[answer] = parse(f"\\boxed{{{answer}}}", extraction_config=config, parsing_timeout=5)
+    return _ANSWERS[answer]
+
+
+def _verify(completion: str, gold: str, tail_chars: int) -> float | None:
+    from math_verify import verify
+
+    gold_parsed = _parse_latex(gold)
     # math-verify falls back to the raw string when latex parsing fails: that is not a usable gold answer.
     if not any(not isinstance(item, str) for item in gold_parsed):
         return None
     answer = extract_final_answer(completion, tail_chars)
     if answer is None:
         return 0.0
-    answer_parsed = _parse_answer(answer, parsing_timeout)
+    if _absurd(answer):
+        return float(answer.strip() == gold.strip())
+    answer_parsed = _parse_answer(answer)
     if not answer_parsed:
         return 0.0
     # Order matters: math-verify treats the first argument as the reference.
-    return float(verify(gold_parsed, list(answer_parsed), timeout_seconds=verify_timeout))
+    return float(verify(gold_parsed, answer_parsed, timeout_seconds=5))
+
+
+def _equivalent(first: str, second: str) -> bool:
+    from math_verify import verify
+
+    if _absurd(first) or _absurd(second):
+        return False
+    first_parsed, second_parsed = _parse_answer(first), _parse_answer(second)
+    if not first_parsed or not second_parsed:
+        return False
+    return bool(verify(first_parsed, second_parsed, timeout_seconds=5))
+
+
+def _serve() -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "verify":
+            result = _verify(request["completion"], request["gold"], request["tail_chars"])
+        else:
+            result = _equivalent(request["first"], request["second"])
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+# ---- the caller's side ----
+
+
+class MathVerifier:
+    """A math-verify worker process with a hard limit per answer. Thread-safe; one request at a time."""
+
+    def __init__(self, answer_timeout: float = ANSWER_TIMEOUT):
+        self.answer_timeout = answer_timeout
+        self.timeouts = 0  # answers that ran out of time, over this verifier's life
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", os.path.abspath(__file__)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        return self._proc
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def ask(self, request: dict, timeout: float | None = None, default=0.0):
+        """The worker's answer to `request`, or `default` (and a count in `timeouts`) past the time limit. The first
+        request also waits for the worker to import math-verify, which is not counted against the answer."""
+        with self._lock:
+            fresh = self._proc is None or self._proc.poll() is not None
+            proc = self._start()
+            limit = min(self.answer_timeout, timeout if timeout is not None else self.answer_timeout)
+            deadline = time.monotonic() + limit + (60.0 if fresh else 0.0)
+            try:
+                proc.stdin.write(json.dumps(request) + "\n")
+                proc.stdin.flush()
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+                        raise TimeoutError
+                    line = proc.stdout.readline()
+                    if not line:  # the worker died (out of memory, a crash in sympy): the answer is not scorable
+                        raise TimeoutError
+                    return json.loads(line)
+            except (TimeoutError, BrokenPipeError):
+                self.timeouts += 1
+                self._kill()
+                return default
+
+    def verify(self, completion: str, gold: str, tail_chars: int = TAIL_CHARS, timeout: float | None = None):
+        return self.ask({"op": "verify", "completion": completion[-tail_chars:], "gold": gold, "tail_chars": tail_chars},
+                        timeout)  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+
+_DEFAULT = MathVerifier()
+
+
+def verify_math(completion: str, gold: str, tail_chars: int = TAIL_CHARS) -> float | None:
+    """Score `completion` against `gold`: 1.0 if its final answer is equivalent, 0.0 if not, if it has none or if
+    judging it took longer than the time limit.
+
+    Returns None when `gold` itself cannot be parsed into a math expression, so that a broken label is skipped rather
+    than scored.
+    """
+    return _DEFAULT.verify(completion, str(gold), tail_chars)
 
 
 def equivalent_answers(first: str, second: str) -> bool:
     r"""Whether two final answers (as `extract_final_answer` returns them) are one answer: equal strings, else
     equivalent by math-verify, so `1/2`, `0.5` and `\frac{1}{2}` are one answer. `first` is math-verify's reference.
+    Out of time counts as different.
 
     Equal strings are checked first and parses are cached: the trainer asks this for every sample of every step.
     """
     if first.strip() == second.strip():
         return True
-    parsing_timeout, verify_timeout = _timeouts()
-    first_parsed, second_parsed = _parse_answer(first, parsing_timeout), _parse_answer(second, parsing_timeout)
-    if not first_parsed or not second_parsed:
-        return False
-    return bool(verify(list(first_parsed), list(second_parsed), timeout_seconds=verify_timeout))
+    return bool(_DEFAULT.ask({"op": "equivalent", "first": first, "second": second}, default=False))
+
+
+if __name__ == "__main__":
+    _serve()

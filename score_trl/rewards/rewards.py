@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Callable, Sequence
 
+from ..sandbox import SandboxConfig
 from .code import verify_code_batch
-from .math import equivalent_answers, extract_final_answer, verify_math
-from .sandbox import SandboxConfig
+from .math import MathVerifier, equivalent_answers, extract_final_answer
+
+
+logger = logging.getLogger(__name__)
 
 
 def completion_text(completion: str | list[dict]) -> str:
@@ -22,8 +27,40 @@ def completion_text(completion: str | list[dict]) -> str:
 
 def math_reward(prompts: list, completions: list, answer: Sequence[str], **kwargs) -> list[float | None]:
     r"""1.0 when a completion's final answer (`\boxed{}` or the paper's "The final answer is $...$") matches the
-    dataset column `answer`, 0.0 when it does not or has none, None when the gold answer cannot be parsed."""
-    return [verify_math(completion_text(c), str(gold)) for c, gold in zip(completions, answer, strict=True)]
+    dataset column `answer`, 0.0 when it does not, has none or runs out of time, None when the gold answer cannot be
+    parsed. Time limits: 5 s per answer, 60 s per batch (`make_math_reward` sets others)."""
+    return _default_math_reward(prompts, completions, answer, **kwargs)
+
+
+def make_math_reward(answer_timeout: float = 5.0, batch_timeout: float = 60.0) -> Callable[..., list[float | None]]:
+    """A `math_reward` with its own time limits: `answer_timeout` seconds for one answer (math-verify runs in a worker
+    process that is killed past it), `batch_timeout` for a whole call. An answer that runs out of either scores 0.0;
+    how many did is logged (a warning, and `math_reward/out_of_time` through TRL's `log_metric`)."""
+    if answer_timeout <= 0 or batch_timeout <= 0:
+        raise ValueError(f"answer_timeout and batch_timeout must be positive, got {answer_timeout}, {batch_timeout}.")
+    verifier = MathVerifier(answer_timeout)
+
+    def reward(prompts: list, completions: list, answer: Sequence[str], **kwargs) -> list[float | None]:
+        start, scores, out_of_time = time.monotonic(), [], 0
+        for completion, gold in zip(completions, answer, strict=True):
+            left = batch_timeout - (time.monotonic() - start)
+            if left <= 0:
+                scores.append(0.0)
+                out_of_time += 1
+                continue
+            before = verifier.timeouts
+            scores.append(verifier.verify(completion_text(completion), str(gold), timeout=left))
+            out_of_time += verifier.timeouts - before
+        if out_of_time:
+            logger.warning("math_reward: %d of %d answers ran out of time and scored 0.0", out_of_time, len(scores))
+        if callable(kwargs.get("log_metric")):
+            kwargs["log_metric"]("math_reward/out_of_time", float(out_of_time))
+        return scores
+
+    return functools.update_wrapper(reward, math_reward)
+
+
+_default_math_reward = make_math_reward()
 
 
 def _test_columns(kwargs: dict, n: int) -> list[dict]:
@@ -31,7 +68,11 @@ def _test_columns(kwargs: dict, n: int) -> list[dict]:
         setup = kwargs.get("test_setup_code") or [""] * n
         return [{"test_list": t, "test_setup_code": s or ""} for t, s in zip(kwargs["test_list"], setup, strict=True)]
     if kwargs.get("test") is not None and kwargs.get("entry_point") is not None:
-        return [{"test": t, "entry_point": e} for t, e in zip(kwargs["test"], kwargs["entry_point"], strict=True)]
+        setup = kwargs.get("test_setup_code") or [""] * n
+        return [
+            {"test": t, "entry_point": e, "test_setup_code": s or ""}
+            for t, e, s in zip(kwargs["test"], kwargs["entry_point"], setup, strict=True)
+        ]
     raise ValueError(
         "code_reward needs test columns in the dataset: `test_list` (MBPP: assert lines, optional "
         "`test_setup_code`) or `test` and `entry_point` (HumanEval). Found columns: "

@@ -1,0 +1,99 @@
+"""The first code that runs in the sandbox (copied there with `wire.py`); everything after `_started` is the model's.
+
+`bootstrap.py START_FD NPROC run PROGRAM`: run a program as `python PROGRAM` would.
+`bootstrap.py START_FD NPROC serve SETUP SOLUTION REQUEST_FD RESPONSE_FD`: run the setup code and the solution, then
+answer the judge's requests (the value of a name, a call of a function) with values from `wire` until the judge hangs
+up. The judge runs the tests in its own process outside the sandbox: nothing here decides a verdict.
+"""
+
+import builtins
+import os
+import resource
+import sys
+
+
+def _started(start_fd: int, nproc: int) -> None:
+    # Inside the user namespace RLIMIT_NPROC counts this sandbox's processes only (see limits.py); 0: a cgroup does.
+    if nproc:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    os.write(start_fd, b"1")
+    os.close(start_fd)
+
+
+def _run(program: str) -> None:
+    import runpy
+
+    sys.argv[:] = [program]
+    runpy.run_path(program, run_name="__main__")
+
+
+def _error_name(error: BaseException) -> str:
+    # Only builtin exception types are named back; the judge raises its own builtin of that name.
+    kind = type(error)
+    return kind.__name__ if getattr(builtins, kind.__name__, None) is kind else "Exception"
+
+
+def _serve(setup: str, solution: str, request_fd: int, response_fd: int, limit: int) -> None:
+    import wire
+
+    namespace = {"__name__": "solution", "__builtins__": builtins}
+    try:
+        for path in (setup, solution):
+            with open(path) as f:
+                code = compile(f.read(), "solution" if path == solution else "test_setup", "exec")
+            exec(code, namespace)
+    except BaseException as error:  # noqa: B036 - the solution's SystemExit too: it did not load
+        wire.send(response_fd, ["load_error", _error_name(error)])
+        return
+    wire.send(response_fd, ["ready"])
+    while True:
+        try:
+            request = wire.receive(request_fd, limit)
+        except EOFError:
+            return
+        op, name = request[0], request[1]
+        if name not in namespace:
+            wire.send(response_fd, ["missing"])
+            continue
+        target = namespace[name]
+        if op == "resolve":
+            if type(target) is type(sys):
+                wire.send(response_fd, ["module", target.__name__])
+            elif callable(target):
+                wire.send(response_fd, ["callable"])
+            else:
+                _reply(response_fd, target)
+            continue
+        try:
+            args, kwargs = wire.decode(request[2]), wire.decode(request[3])
+            result = target(*args, **kwargs)
+        except BaseException as error:  # noqa: B036 - reported to the tests as the call's exception
+            wire.send(response_fd, ["raise", _error_name(error), str(error)[:200]])
+            continue
+        _reply(response_fd, result)
+
+
+def _reply(fd: int, value) -> None:
+    import wire
+
+    try:
+        encoded = wire.encode(value)
+    except (wire.WireError, ValueError, RecursionError) as error:  # ValueError: an int too long for str()
+        wire.send(fd, ["opaque", str(error)[:200]])
+        return
+    wire.send(fd, ["value", encoded])
+
+
+def main() -> None:
+    start_fd, nproc, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    _started(start_fd, nproc)
+    if mode == "run":
+        _run(sys.argv[4])
+    else:
+        setup, solution, request_fd, response_fd, limit = sys.argv[4:9]
+        _serve(setup, solution, int(request_fd), int(response_fd), int(limit))
+
+
+if __name__ == "__main__":
+    main()

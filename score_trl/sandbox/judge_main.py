@@ -1,0 +1,140 @@
+"""The trusted test runner: runs a problem's tests in its own process, outside the sandbox, against the candidate.
+
+`python -I judge_main.py RESPONSE_FD REQUEST_FD VERDICT_FD LIMIT`, with `{"setup", "tests", "entry_point"}` as JSON on
+stdin. The names the tests use but do not define (the function under test; for HumanEval the entry point, even
+where the setup code defines a stub of it) are resolved in the candidate: a function becomes a proxy whose calls
+send the arguments across and decode the result with `wire`, a standard-library module is imported here, plain data
+is decoded. The verdict goes to VERDICT_FD, which the candidate cannot reach: {"passed": true | false | null, "why"}.
+null means "cannot judge": a test passed a value that cannot cross (a lambda, an instance of a setup class).
+
+Standard library only, run by path: it must work with any interpreter the sandbox is configured with.
+"""
+
+import ast
+import builtins
+import importlib
+import json
+import os
+import sys
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402
+
+
+class _Candidate:
+    def __init__(self, response_fd: int, request_fd: int, limit: int):
+        self.response_fd, self.request_fd, self.limit = response_fd, request_fd, limit
+        self.uncrossable = None  # why a test's own value could not be sent: the verdict is then "cannot judge"
+
+    def ask(self, request: list) -> list:
+        try:
+            wire.send(self.request_fd, request)
+            reply = wire.receive(self.response_fd, self.limit)
+        except (EOFError, OSError):
+            raise RuntimeError("the candidate program exited") from None
+        if type(reply) is not list or not reply or type(reply[0]) is not str:
+            raise RuntimeError("the candidate program broke the protocol")
+        return reply
+
+    def call(self, name: str, args: tuple, kwargs: dict):
+        try:
+            payload = [wire.encode(args), wire.encode(kwargs)]
+        except (wire.WireError, ValueError, RecursionError) as error:
+            self.uncrossable = f"a test passes {name}() a value that cannot cross the sandbox boundary ({error})"
+            raise
+        reply = self.ask(["call", name, *payload])
+        return self.value(reply, f"{name}()")
+
+    def value(self, reply: list, what: str):
+        if reply[0] == "value" and len(reply) == 2:
+            return wire.decode(reply[1])
+        if reply[0] == "raise" and len(reply) == 3:
+            kind = getattr(builtins, str(reply[1]), None)
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                kind = Exception
+            raise kind(f"{what} raised {reply[1]}: {reply[2]}")
+        if reply[0] == "missing":
+            raise NameError(f"the solution does not define {what}")
+        raise TypeError(f"{what} returned something that is not builtin data")
+
+
+class _Proxy:
+    """Stands for a function of the candidate's: calls cross the boundary, results come back as builtin data."""
+
+    def __init__(self, candidate: _Candidate, name: str):
+        self._candidate, self.__name__ = candidate, name
+
+    def __call__(self, *args, **kwargs):
+        return self._candidate.call(self.__name__, args, kwargs)
+
+    def __repr__(self):
+        return f"<candidate function {self.__name__}>"
+
+
+def free_names(tests: str, setup: str) -> set[str]:
+    """Names the tests load but neither they nor the setup code bind, builtins excepted."""
+    loaded, bound = set(), set(dir(builtins))
+    for source in (tests, setup):
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Name):
+                (loaded if isinstance(node.ctx, ast.Load) and source is tests else bound).add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.arg):
+                bound.add(node.arg)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                bound.add(node.name)
+    return loaded - bound
+
+
+def judge(job: dict, candidate: _Candidate) -> dict:
+    setup, tests, entry_point = job.get("setup") or "", job["tests"], job.get("entry_point")
+    try:
+        names = free_names(tests, setup)
+    except SyntaxError as error:
+        return {"passed": None, "why": f"the tests or the setup code do not compile: {error}"}
+    try:
+        first = wire.receive(candidate.response_fd, candidate.limit)
+    except (EOFError, OSError, wire.WireError):
+        return {"passed": False, "why": "the candidate program exited before it was ready"}
+    if first != ["ready"]:
+        return {"passed": False, "why": f"the solution did not load: {first[1:2]}"}
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(compile(setup, "test_setup", "exec"), namespace)
+        if entry_point:
+            names.add(entry_point)
+        for name in sorted(names):
+            reply = candidate.ask(["resolve", name])
+            if reply[0] == "callable":
+                namespace[name] = _Proxy(candidate, name)
+            elif reply[0] == "module" and str(reply[1]) in sys.stdlib_module_names:
+                namespace[name] = importlib.import_module(str(reply[1]))
+            elif reply[0] == "value":
+                namespace[name] = candidate.value(reply, name)
+        exec(compile(tests, "tests", "exec"), namespace)
+        if entry_point:
+            namespace["check"](namespace[entry_point])
+    except BaseException as error:  # noqa: B036 - a failing test, whatever it raised, is a failed verdict
+        if candidate.uncrossable:
+            return {"passed": None, "why": candidate.uncrossable}
+        return {"passed": False, "why": f"{type(error).__name__}: {str(error)[:300]}"}
+    if candidate.uncrossable:  # a test that caught the crossing error must not pass on it
+        return {"passed": None, "why": candidate.uncrossable}
+    return {"passed": True, "why": ""}
+
+
+def main() -> None:
+    response_fd, request_fd, verdict_fd, limit = map(int, sys.argv[1:5])
+    job = json.loads(sys.stdin.read())
+    # The tests' own prints must not mix with the verdict, which has a descriptor of its own.
+    os.dup2(2, 1)
+    verdict = judge(job, _Candidate(response_fd, request_fd, limit))
+    os.write(verdict_fd, json.dumps(verdict).encode())
+
+
+if __name__ == "__main__":
+    main()
