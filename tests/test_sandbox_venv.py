@@ -175,3 +175,13 @@ def test_humaneval_canonical_solutions_pass_with_a_venv_under_tmp(venv_python):
     stubs = [f"{p['prompt']}    pass\n" for p in problems[:20]]
     assert verify_code_batch(stubs, tests[:20], config=config, max_workers=2) == [0.0] * 20
     print(f"HumanEval: 164/164 canonical solutions pass in {elapsed:.1f} s")
+
+
+def test_unisolated_runs_are_an_explicit_opt_in_warned_on_every_batch(caplog):
+    config = SandboxConfig(isolation="rlimits")
+    with caplog.at_level("WARNING", logger="score_trl.sandbox.isolation"):
+        for _ in range(2):
+            assert verify_code_batch([GOOD], [{"test_list": MBPP_TESTS}], config=config) == [1.0]
+    assert sum("WITHOUT isolation" in record.getMessage() for record in caplog.records) == 2
+    with pytest.raises(ValueError, match="isolation"):
+        SandboxConfig(isolation="none")

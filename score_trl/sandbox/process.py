@@ -173,7 +173,7 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
     config = config or SandboxConfig()
     if config.isolation == "rlimits":
         warn_unisolated()
-    with tempfile.TemporaryDirectory(prefix="score_trl_sbx_") as job_dir:
+    with tempfile.TemporaryDirectory(prefix="score_trl_sbx_", ignore_cleanup_errors=True) as job_dir:
         _write_job(job_dir, {"program.py": source})
         launched = _launch(config, job_dir, ["run", "{job}/program.py"], ())
         timed_out = False
@@ -211,7 +211,10 @@ def run_tests(
     """
     config = config or SandboxConfig()
     limit = config.max_output_bytes
-    with tempfile.TemporaryDirectory(prefix="score_trl_sbx_") as job_dir, _Pipes() as pipes:
+    with (
+        tempfile.TemporaryDirectory(prefix="score_trl_sbx_", ignore_cleanup_errors=True) as job_dir,
+        _Pipes() as pipes,
+    ):
         _write_job(job_dir, {"setup.py": setup, "solution.py": solution})
         request_read, request_write = pipes.pipe()
         response_read, response_write = pipes.pipe()
