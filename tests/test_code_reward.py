@@ -289,3 +289,19 @@ def test_an_interpreter_too_slow_to_start_is_not_scored_but_a_broken_sandbox_rai
     monkeypatch.setattr(code_module, "run_tests", broken)
     with pytest.raises(SandboxError, match="namespace"):
         verify_code("def f():\n    return 1\n", tests)
+
+
+def test_only_builtin_values_cross_and_what_cannot_is_not_scored():
+    # A test's own lambda cannot be sent to the program: "cannot judge", never 0.0 or 1.0.
+    assert verify_code("def apply(f, x):\n    return f(x)\n", ["assert apply(lambda v: v + 1, 1) == 2"]) is None
+    # Exceptions come back as the builtin of the same name, so a test that expects one still works.
+    expects_error = "try:\n    div(1, 0)\n    raise AssertionError('no error')\nexcept ZeroDivisionError:\n    pass"
+    assert verify_code("def div(a, b):\n    return a / b\n", [expects_error]) == 1.0
+    assert verify_code("def div(a, b):\n    return 0\n", [expects_error]) == 0.0
+    # A module the tests use without importing it (the solution did) is the judge's own import of it.
+    area = "import math\ndef area(r):\n    return math.pi * r * r\n"
+    assert verify_code(area, ["assert math.isclose(area(1), math.pi)"]) == 1.0
+    # Every builtin type, nan and infinities too, round-trips.
+    value = "(1, [2.5, float('inf')], {'a': {3, 4}}, frozenset({b'x'}), 1j, None, True, 'é')"
+    assert verify_code(f"def f():\n    return {value}\n", [f"assert f() == {value}"]) == 1.0
+    assert verify_code("def f():\n    return float('nan')\n", ["import math\nassert math.isnan(f())"]) == 1.0

@@ -219,16 +219,20 @@ def run_tests(
         request_read, request_write = pipes.pipe()
         response_read, response_write = pipes.pipe()
         verdict_read, verdict_write = pipes.pipe()
-        args = ["serve", "{job}/setup.py", "{job}/solution.py", str(request_read), str(response_write), str(limit)]
+        # What the program sends the judge is capped at max_output_bytes; what the judge sends (the tests' own
+        # arguments, or values it decoded and passes back) is the data set's and may be larger.
+        request_limit = max(64 << 20, 2 * limit)
+        args = [
+            "serve", "{job}/setup.py", "{job}/solution.py", str(request_read), str(response_write), str(request_limit)
+        ]  # fmt: skip
         launched = _launch(config, job_dir, args, (request_read, response_write))
         judge, judge_err, timed_out = None, tempfile.TemporaryFile(), False  # noqa: SIM115 - closed below
         try:
             pipes.close(request_read, response_write)
             try:
                 judge = subprocess.Popen(
-                    # The judge may receive twice the candidate's limit: anything it decoded can be sent back.
                     [launched.python, "-I", os.path.join(_HERE, "judge_main.py"), str(response_read),
-                     str(request_write), str(verdict_write), str(2 * limit)],
+                     str(request_write), str(verdict_write), str(limit)],
                     env=_ENV,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
