@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,7 @@ class _Launched:
     stderr: object
     stdout: object
     cgroup: object
+    reported: bool | None = None
 
     def kill(self) -> None:
         """Kill the whole tree: bwrap's pid namespace dies with it, the cgroup catches setsid() escapees."""
@@ -61,8 +63,21 @@ class _Launched:
         if self.cgroup is not None:
             self.cgroup.remove()
 
+    def wait_started(self, timeout: float) -> bool | None:
+        """Wait until the bootstrap reports that it started: True, False when it ended without starting, None when
+        it did not start within `timeout`. The program's wall time counts from then: a slow start on a loaded machine
+        is the sandbox's, not the program's."""
+        if not select.select([self.start_fd], [], [], timeout)[0]:
+            self.reported = False  # a report that comes later is too late: the run is the sandbox's failure
+            return None
+        self.reported = os.read(self.start_fd, 1) == b"1"
+        return self.reported
+
     def started(self) -> bool:
         """Whether the bootstrap reported that it started (the read end is closed here)."""
+        if self.reported is not None:
+            os.close(self.start_fd)
+            return self.reported
         os.set_blocking(self.start_fd, False)
         try:
             return os.read(self.start_fd, 1) == b"1"
@@ -178,12 +193,14 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
         launched = _launch(config, job_dir, ["run", "{job}/program.py"], ())
         timed_out = False
         try:
-            try:
-                launched.proc.communicate(input=stdin.encode(), timeout=config.wall_time)
-            except subprocess.TimeoutExpired:
+            if launched.wait_started(config.wall_time) is None:
                 timed_out = True
-            except BrokenPipeError:  # the program exited without reading its input
-                launched.proc.wait(timeout=config.wall_time)
+            else:
+                launched.proc.communicate(input=stdin.encode(), timeout=config.wall_time)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        except BrokenPipeError:  # the program exited without reading its input
+            launched.proc.wait(timeout=config.wall_time)
         finally:
             launched.kill()
         try:
@@ -246,7 +263,10 @@ def run_tests(
             pipes.close(response_read, request_write, verdict_write)
             payload = json.dumps({"setup": setup, "tests": tests, "entry_point": entry_point}).encode()
             try:
-                judge.communicate(input=payload, timeout=config.wall_time)
+                if launched.wait_started(config.wall_time) is None:
+                    timed_out = True
+                else:
+                    judge.communicate(input=payload, timeout=config.wall_time)
             except subprocess.TimeoutExpired:
                 timed_out = True
             except BrokenPipeError:
