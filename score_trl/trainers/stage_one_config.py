@@ -21,7 +21,7 @@ class StageOneConfig(MultiTurnRLOOConfig):
     `turn_discount` keeps its meaning here: turn 1's return is `turn_discount * r2` instead of 0, the gradient of
     Stage I's objective `E[r2]` taken over the first attempt too, so turn 1 is pushed (against its strong KL) toward
     first attempts that turn 2 corrects. The default 0 leaves turn 1 only its KL, as the paper's per-turn returns
-    do. With it at 0, turn 1's advantages are 0, so a weight on them other than 1 is refused as meaningless.
+    do. With the discount at 0, turn 1's advantages are 0, so a weight on them other than 1 is refused as meaningless.
 
     Parameters:
         turn_betas (`list[float]`, *optional*, defaults to `[0.1, 0.01]`):
