@@ -37,7 +37,7 @@ from trl import TrlParser  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reproduce_arms import ARMS, FULL_RUN_TASKS, TASKS, ArmSettings, run_arm  # noqa: E402
+from reproduce_arms import ARMS, FULL_RUN_ARMS, FULL_RUN_TASKS, TASKS, ArmSettings, run_arm  # noqa: E402
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -49,7 +49,10 @@ COLUMNS = [
 RL_ARMS = ["naive", "score_no_stage1", "score_no_shaping", "single_turn", "score"]
 ABLATIONS = ["score_no_stage1", "score_no_shaping"]
 # Longest arms first, so that two workers finish together.
-ARMS_COST = {"score": 5, "score_no_shaping": 5, "naive": 4, "score_no_stage1": 4, "single_turn": 3, "pair_sft": 2}
+ARMS_COST = {
+    "score": 5, "score_no_shaping": 5, "score_discount": 5, "naive": 4, "naive_turn_weights": 4, "score_no_stage1": 4,
+    "single_turn": 3, "pair_sft": 2,
+}  # fmt: skip
 
 
 @dataclass
@@ -60,7 +63,9 @@ class ReproduceArguments:
     tasks: list[str] = field(
         default_factory=lambda: list(FULL_RUN_TASKS), metadata={"help": f"Tasks among {list(TASKS)}."}
     )
-    arms: list[str] = field(default_factory=lambda: list(ARMS), metadata={"help": f"Arms among {list(ARMS)}."})
+    arms: list[str] = field(
+        default_factory=lambda: list(FULL_RUN_ARMS), metadata={"help": f"Arms among {list(ARMS)}."}
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (--quick: the first)."})
     stage1_steps: int = field(default=150, metadata={"help": "Stage I steps (RL arms without it train this more)."})
     stage2_steps: int = field(default=250, metadata={"help": "Stage II steps."})

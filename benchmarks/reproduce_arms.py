@@ -36,7 +36,12 @@ ARMS = {
     "score_no_shaping": "SCoRe w/o shaping",
     "single_turn": "single-turn RL",
     "score": "SCoRe",
+    # issue 20's grid: the shaping's expected turn-2 gradient without the shaping, and the bonus carried to turn 1
+    "naive_turn_weights": "naive RL, turn weights [1, 1 + alpha]",
+    "score_discount": "SCoRe, turn_discount 1",
 }
+# The paper's arms, which a run without --arms trains; the grid's run with --arms.
+FULL_RUN_ARMS = [arm for arm in ARMS if arm not in ("naive_turn_weights", "score_discount")]
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,11 @@ TASKS = {
         VARIANTS["copy"],
     ),
     "copy_rival": Task("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
+    "rare": Task(
+        'the demo\'s base, but after a "no" it solves in steps about 0.6% of the time instead of 6% (`p_solve` '
+        "0.015; every other setting as `default`): the rare-correction base of issue 20",
+        EmbeddedRecipe(p_solve=0.015),
+    ),
 }
 # The full run's tasks (about 62 minutes on 2 cores); the others run with --tasks.
 FULL_RUN_TASKS = ["default", "rival"]
@@ -129,9 +139,11 @@ def _train(trainer_cls, model: str, args, train: Dataset, curves: dict, offset: 
     return args.output_dir
 
 
-def _rl(stage1: bool, shaped: bool) -> Callable:
+def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float = 0.0) -> Callable:
     """An RL arm: Stage I (turn-1 KL 0.1) then Stage II, or Stage II alone for the same total steps; Stage II's
-    turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive multi-turn RL)."""
+    turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive multi-turn RL).
+    `turn_weighted`: Stage II's turn-2 advantages weighted `1 + alpha` (`turn_weights`), the shaping's expected
+    gradient; `discount`: Stage II's `turn_discount` (Stage I keeps the paper's 0)."""
 
     def arm(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
         model, stage2_steps, offset = base, s.stage2_steps, 0
@@ -143,9 +155,11 @@ def _rl(stage1: bool, shaped: bool) -> Callable:
             stage2_steps += s.stage1_steps
         alpha = s.alpha if shaped else 0.0
         # the KL reference stays the base model, as in the demo's pipeline (`stage2_reference: base`)
+        weights = [1.0, 1.0 + s.alpha] if turn_weighted else None
         args = _config(
-            MultiTurnRLOOConfig, f"{out}/stage2", seed, s, stage2_steps, alpha=alpha, ref_model_name_or_path=base
-        )
+            MultiTurnRLOOConfig, f"{out}/stage2", seed, s, stage2_steps, alpha=alpha, ref_model_name_or_path=base,
+            turn_weights=weights, turn_discount=discount,
+        )  # fmt: skip
         return _train(MultiTurnRLOOTrainer, model, args, train, curves, offset)
 
     return arm
@@ -196,6 +210,8 @@ TRAIN: dict[str, Callable] = {
     "score_no_shaping": _rl(stage1=True, shaped=False),
     "single_turn": _single_turn,
     "score": _rl(stage1=True, shaped=True),
+    "naive_turn_weights": _rl(stage1=False, shaped=False, turn_weighted=True),
+    "score_discount": _rl(stage1=True, shaped=True, discount=1.0),
 }
 
 

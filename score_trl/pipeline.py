@@ -167,6 +167,9 @@ def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig)
     changes = {"output_dir": os.path.join(args.output_dir, "stage1"), "push_to_hub": False}
     # Stage I's own KL weights, not Stage II's carried over: the script's, else StageOneConfig's default.
     changes["turn_betas"] = list(script_args.stage1_turn_betas or STAGE_ONE_TURN_BETAS)
+    # The recipe's turn_discount and turn_weights are Stage II's experiments: Stage I keeps the paper's returns (a
+    # Stage II turn-1 weight would even be refused there, where turn 1 has no reward term).
+    changes.update(turn_discount=0.0, turn_weights=None)
     if script_args.stage1_max_steps is not None:
         changes["max_steps"] = script_args.stage1_max_steps
     return derive_config(StageOneConfig, args, **changes)

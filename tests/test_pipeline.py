@@ -20,6 +20,11 @@ class TestStageConfigs:
         stage1 = _stage1_config(script, training_args(tmp_path, max_steps=20))
         assert isinstance(stage1, StageOneConfig) and stage1.turn_betas == [0.1, 0.01] and stage1.beta == 0.1
         assert stage1.max_steps == 7 and stage1.output_dir.endswith("stage1") and not stage1.push_to_hub
+        # Stage II's return settings stay Stage II's: Stage I keeps the paper's returns
+        stage2_args = training_args(tmp_path, turn_discount=1.0, turn_weights=[2.0, 4.0])
+        stage1 = _stage1_config(script, stage2_args)
+        assert (stage1.turn_discount, stage1.turn_weights) == (0.0, [1.0, 1.0])
+        assert _stage2_config(script, stage2_args, "BASE", False).turn_weights == [2.0, 4.0]
 
     @pytest.mark.parametrize(
         "reference,peft,expected", [("base", False, "BASE"), ("stage1", False, None), ("base", True, None)]

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from score_trl.data.embedded import make_problems, solver_trace
@@ -175,6 +176,27 @@ def test_results_page_rewrites_only_its_block(tmp_path):
     assert text.count(reproduce.BEGIN) == 1 and "hand-written text above" in text and text.endswith(block + "\n")
 
 
+def test_the_rare_correction_base_is_the_default_with_rarer_solves():
+    from reproduce_arms import TASKS
+
+    rare = TASKS["rare"].recipe
+    assert rare == replace(EmbeddedRecipe(), p_solve=0.015) and rare.key() != EmbeddedRecipe().key()  # own cache entry
+
+
+def test_the_collapse_command_parses():
+    """issue 20's side-by-side command; the full run's default arms stay the paper's."""
+    import reproduce
+    import reproduce_arms
+    from trl import TrlParser
+
+    parser = TrlParser((reproduce.ReproduceArguments,))
+    (args,) = parser.parse_args_and_config(args=["--quick", "--tasks", "rare", "--arms", "naive", "score"])
+    assert (args.tasks, args.arms, args.seeds, args.stage2_steps) == (["rare"], ["naive", "score"], [0], 50)
+    (args,) = parser.parse_args_and_config(args=[])
+    assert args.arms == reproduce_arms.FULL_RUN_ARMS and len(args.arms) == 8
+    assert {"naive_turn_weights", "score_discount"} <= set(reproduce_arms.ARMS) - set(args.arms)
+
+
 def test_unknown_arm_is_named():
     import reproduce
 
@@ -190,8 +212,9 @@ def test_every_arm_end_to_end_on_a_tiny_base(tmp_path, monkeypatch):
     monkeypatch.setitem(reproduce_arms.TASKS, "tiny", reproduce_arms.Task("a tiny base", TINY))
     monkeypatch.setattr(reproduce_arms.ArmSettings, "logging_steps", 1)
     args = reproduce.ReproduceArguments(
-        tasks=["tiny"], seeds=[0], stage1_steps=1, stage2_steps=1, eval_samples_per_problem=1, workers=1,
-        output_dir=str(tmp_path / "out"), results_file=str(tmp_path / "results.md"),
+        tasks=["tiny"], arms=list(reproduce_arms.ARMS), seeds=[0], stage1_steps=1, stage2_steps=1,
+        eval_samples_per_problem=1, workers=1, output_dir=str(tmp_path / "out"),
+        results_file=str(tmp_path / "results.md"),
     )  # fmt: skip
     reproduce.main(args)
     for arm in reproduce_arms.ARMS:
@@ -209,4 +232,16 @@ def test_every_arm_end_to_end_on_a_tiny_base(tmp_path, monkeypatch):
     stamp = (tmp_path / "out" / "tiny" / "score" / "seed-0" / "result.json").stat().st_mtime_ns
     reproduce.main(args)  # a rerun reuses every finished arm
     assert (tmp_path / "out" / "tiny" / "score" / "seed-0" / "result.json").stat().st_mtime_ns == stamp
-    assert "8 of 8 results reused" in (tmp_path / "results.md").read_text()
+    assert "10 of 10 results reused" in (tmp_path / "results.md").read_text()
+
+    # issue 20's arms: Stage II with the turn weights or the discount; Stage I keeps the paper's returns
+    def trained_args(arm, stage):
+        return torch.load(tmp_path / "out" / "tiny" / arm / "seed-0" / stage / "training_args.bin", weights_only=False)
+
+    alpha = args.alpha
+    assert trained_args("naive_turn_weights", "stage2").turn_weights == [1.0, 1.0 + alpha]
+    assert trained_args("naive_turn_weights", "stage2").alpha == 0.0
+    assert trained_args("naive", "stage2").turn_weights == [1.0, 1.0]
+    assert trained_args("score_discount", "stage2").turn_discount == 1.0
+    assert trained_args("score_discount", "stage1").turn_discount == 0.0
+    assert trained_args("score", "stage2").turn_discount == 0.0

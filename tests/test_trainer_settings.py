@@ -85,6 +85,30 @@ def test_logs_describe_what_trains(tmp_path, tiny_model_path):
     assert metrics["self_correction/changed_when_wrong"] == [pytest.approx(1.0)]  # sample 3: wrong, then changed
 
 
+def test_turn_discount_and_weights_reach_the_loss_and_the_logs(tmp_path, tiny_model_path):
+    eos = 1
+    attempts = [[[5, eos], [6, eos], [5, eos], [7, 8, 9]], [[5, eos], [6, 6, eos], [5, eos], [6, eos]]]
+
+    def reward(prompts, completions, completion_ids, **kwargs):  # r1 = [1, 1, 1, 0], r2 = [1, 0, 1, 1]
+        return [float(len(ids) == 2) for ids in completion_ids]
+
+    trainer = scripted_trainer(
+        tmp_path, tiny_model_path, attempts, reward, alpha=2.0, turn_discount=0.5, turn_weights=[1.0, 3.0]
+    )
+    out = trainer._generate_and_score_completions(batch())
+    # turn 2: r2 + 2 (r2 - r1) = [1, -2, 1, 3]; turn 1: r1 + 0.5 * that = [1.5, 0, 1.5, 1.5]
+    # leave-one-out over two samples (the other's return), then turn 2's advantages times 3
+    expected = {1: [1.5, -1.5, 0.0, 0.0], 2: [9.0, -9.0, -6.0, 6.0]}
+    for turn, values in expected.items():
+        for i, value in enumerate(values):
+            assert (out["advantages"][i][out["turn_labels"][i] == turn] == value).all(), (turn, i)
+    metrics = trainer._metrics["train"]
+    assert metrics["turn1/return"] == [pytest.approx(1.125)] and metrics["turn2/return"] == [pytest.approx(0.75)]
+    assert metrics["turn1/advantage_abs"] == [pytest.approx(0.75)]
+    assert metrics["turn2/advantage_abs"] == [pytest.approx(7.5)]
+    assert list(trainer._logs["extra"]["turn2/advantage"]) == pytest.approx(expected[2])  # the weighted ones
+
+
 def test_changed_when_wrong_is_undefined_without_wrong_first_attempts(tmp_path, tiny_model_path):
     eos = 1
     attempts = [[[5, eos]] * 4, [[6, eos]] * 4]

@@ -33,6 +33,16 @@ class MultiTurnRLOOConfig(GRPOConfig):
 
         alpha (`float`, *optional*, defaults to `10.0`):
             Reward-shaping coefficient (paper: 10). 0 trains every turn on its own reward.
+        turn_discount (`float`, *optional*, defaults to `0.0`):
+            Discount gamma in [0, 1] across turns: turn k's return is `rhat_k + gamma * G_{k+1}`, with `rhat` the
+            stage's per-turn (shaped) reward. 0 is the paper's: each turn trains on its own reward, and the shaping
+            bonus only scales turn 2's expected gradient by `1 + alpha`. gamma > 0 also credits turn 1 with turn 2's
+            shaped reward, which changes what turn 1 is pushed to: `G_1 = (1 - gamma * alpha) * r1 +
+            gamma * (1 + alpha) * r2`, so with `gamma * alpha > 1` a right first attempt lowers turn 1's return.
+        turn_weights (`list[float]` or `None`, *optional*, defaults to `None`):
+            A non-negative weight per turn on its advantages (a single value applies to every turn); `None`: 1.0 on
+            every turn. `[1, 1 + alpha]` with `alpha=0` gives turn 2 the expected gradient of the shaping without
+            its variance.
         turn_betas (`list[float]`, *optional*, defaults to `[0.01, 0.01]`):
             Per-turn weight of the per-token k3 KL to the reference model (paper's Stage II: 0.01 on both).
         correct_threshold (`float`, *optional*, defaults to `1.0`):
@@ -60,6 +70,21 @@ class MultiTurnRLOOConfig(GRPOConfig):
         default=None, metadata={"help": "Longest turn-1 prompt in tokens; longer prompts are an error."}
     )
     alpha: float = field(default=10.0, metadata={"help": "Reward-shaping coefficient alpha (paper: 10)."})
+    turn_discount: float = field(
+        default=0.0,
+        metadata={
+            "help": "Discount gamma in [0, 1] across turns: turn k's return is its (shaped) reward plus gamma times "
+            "turn k+1's return. 0: the paper's per-turn returns. gamma > 0 credits turn 1 with turn 2's shaped reward "
+            "(turn 1's return: (1 - gamma * alpha) * r1 + gamma * (1 + alpha) * r2)."
+        },
+    )
+    turn_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Non-negative weight per turn on its advantages (one value: every turn). None: 1.0 on every "
+            "turn. [1, 1 + alpha] at alpha 0 gives turn 2 the shaping's expected gradient."
+        },
+    )
     turn_betas: list[float] = field(
         default_factory=lambda: [0.01, 0.01],
         metadata={"help": "Per-turn KL weights, one per turn (a single value applies to every turn)."},
@@ -104,6 +129,25 @@ class MultiTurnRLOOConfig(GRPOConfig):
             )
         if self.alpha < 0:
             raise ValueError(f"alpha={self.alpha}: the shaping coefficient must be >= 0 (paper: 10).")
+        if not 0.0 <= self.turn_discount <= 1.0:
+            raise ValueError(
+                f"turn_discount={self.turn_discount}: a discount across turns must be in [0, 1] (0: the paper's "
+                "per-turn returns; 1: turn 1 also gets turn 2's shaped reward)."
+            )
+        if self.turn_weights is None:
+            self.turn_weights = [1.0] * self.num_turns
+        elif len(self.turn_weights) == 1:
+            self.turn_weights = list(self.turn_weights) * self.num_turns
+        if len(self.turn_weights) != self.num_turns or any(w < 0 for w in self.turn_weights):
+            raise ValueError(
+                f"turn_weights={self.turn_weights}: give one non-negative advantage weight per turn ({self.num_turns} "
+                "values), or leave it unset for 1.0 on every turn."
+            )
+        if not any(self.turn_weights):
+            raise ValueError(
+                f"turn_weights={self.turn_weights}: with every weight 0 no turn gets a policy gradient, only the KL "
+                "acts. Give at least one turn a positive weight."
+            )
         if self.scale_rewards != "none":
             raise ValueError(
                 f"scale_rewards={self.scale_rewards!r}: the trainer computes unscaled leave-one-out advantages of "

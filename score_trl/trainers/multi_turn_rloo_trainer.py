@@ -17,7 +17,13 @@ from ..metrics import format_table
 from ..prompts import MATH_CORRECTION_INSTRUCTION
 from ..rollout import TurnRenderer, generate_turns
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
-from .returns import leave_one_out_advantages, shaped_returns, weighted_rewards
+from .returns import (
+    discounted_returns,
+    leave_one_out_advantages,
+    shaped_returns,
+    weighted_advantages,
+    weighted_rewards,
+)
 from .turn_batch import TurnBatch
 from .turn_metrics import TurnMetricsMixin
 
@@ -177,9 +183,11 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
     def compute_turn_returns(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-turn returns from per-turn rewards, both (num_samples, num_turns); NaN marks an unjudged sample.
 
-        Stage II: turn 1 gets r1, turn k > 1 gets `r_k + alpha * (r_k - r_{k-1})`.
+        Stage II: turn 1 gets r1, turn k > 1 gets `r_k + alpha * (r_k - r_{k-1})`; then `args.turn_discount`
+        carries later turns' shaped rewards back (0, the default, leaves each turn its own). An override decides the
+        whole return, the discount included; `args.turn_weights` still scale the advantages.
         """
-        return shaped_returns(rewards, self.args.alpha)
+        return discounted_returns(shaped_returns(rewards, self.args.alpha), self.args.turn_discount)
 
     # ----- rollout ---------------------------------------------------------------------------------------------------
 
@@ -249,7 +257,8 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         batch = self._batch
         batch.rewards = weighted_rewards(batch.rewards_per_func, self.reward_weights)
         batch.returns = self.compute_turn_returns(batch.rewards)
-        batch.advantages = leave_one_out_advantages(batch.returns, self._num_generations())
+        advantages = leave_one_out_advantages(batch.returns, self._num_generations())
+        batch.advantages = weighted_advantages(advantages, self.args.turn_weights)
 
         device = output["completion_ids"].device
         local = batch.local_rows(self.accelerator.process_index)

@@ -18,6 +18,11 @@ class StageOneConfig(MultiTurnRLOOConfig):
     Same fields as [`MultiTurnRLOOConfig`]; `alpha` is not used. Defaults follow the paper's MATH setting
     (turn 1: 0.1, turn 2: 0.01); its MBPP setting uses `turn_betas=[0.25, 0.01]`.
 
+    `turn_discount` keeps its meaning here: turn 1's return is `turn_discount * r2` instead of 0, the gradient of
+    Stage I's objective `E[r2]` taken over the first attempt too, so turn 1 is pushed (against its strong KL) toward
+    first attempts that turn 2 corrects. The default 0 leaves turn 1 only its KL, as the paper's per-turn returns
+    do. With the discount at 0, turn 1's advantages are 0, so a weight on them other than 1 is refused as meaningless.
+
     Parameters:
         turn_betas (`list[float]`, *optional*, defaults to `[0.1, 0.01]`):
             Per-turn KL weights: strong on turn 1, weak afterwards.
@@ -27,3 +32,12 @@ class StageOneConfig(MultiTurnRLOOConfig):
         default_factory=lambda: list(STAGE_ONE_TURN_BETAS),
         metadata={"help": "Per-turn KL weights: strong on turn 1 (paper: 0.1 MATH, 0.25 MBPP), weak (0.01) after."},
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.turn_discount == 0.0 and self.turn_weights[0] != 1.0:
+            raise ValueError(
+                f"turn_weights={self.turn_weights}: in Stage I with turn_discount=0, turn 1 gets no reward term, so "
+                "its advantages are 0 and a weight on them changes nothing. Leave turn 1's weight at 1.0, or set "
+                "turn_discount > 0 to train turn 1 on turn 2's reward."
+            )

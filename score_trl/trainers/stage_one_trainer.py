@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from .multi_turn_rloo_trainer import MultiTurnRLOOTrainer
-from .returns import stage_one_returns
+from .returns import discounted_returns, stage_one_returns
 from .stage_one_config import StageOneConfig
 
 
@@ -36,5 +36,6 @@ class StageOneTrainer(MultiTurnRLOOTrainer):
     _config_class = StageOneConfig
 
     def compute_turn_returns(self, rewards: torch.Tensor) -> torch.Tensor:
-        """Stage I: 0 on turn 1, each later turn's own reward."""
-        return stage_one_returns(rewards)
+        """Stage I: 0 on turn 1, each later turn's own reward; `args.turn_discount` > 0 gives turn 1 that much of
+        turn 2's reward."""
+        return discounted_returns(stage_one_returns(rewards), self.args.turn_discount)

@@ -68,6 +68,9 @@ class TurnMetricsMixin:
                 metrics[f"{prefix}rewards/{name}/mean"].append(mean)
             metrics[prefix + "return"].append(torch.nanmean(returns[:, turn]).item())
             metrics[prefix + "frac_return_zero_std"].append((spread[:, turn] == 0).float().mean().item())
+            # the size of turn K's policy-gradient signal, after its `turn_weights` entry: how the weight (or alpha)
+            # scales this turn against the others
+            metrics[prefix + "advantage_abs"].append(advantages[:, turn].abs().mean().item())
             self._log_if_defined(mode, prefix + "accuracy", correct[judged[:, turn], turn].float().mean().item())
             metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
             metrics[prefix + "clipped_ratio"].append(self._global_mean(batch.truncated[turn]))
