@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -21,8 +22,19 @@ pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bub
 UNPRIVILEGED = 65534
 
 
-def test_hostile_programs_as_the_current_user():
-    assert hostile_programs.failures(sandbox) == []
+@pytest.fixture(scope="module")
+def venv_under_tmp():
+    # Under /tmp itself whatever TMPDIR says: /tmp is what the sandbox replaces with its own tmpfs.
+    root = tempfile.mkdtemp(prefix="score_trl_venv_", dir="/tmp")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(root, "venv")], check=True)
+    yield os.path.join(root, "venv", "bin", "python")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("interpreter", ["running", "venv_under_tmp"])
+def test_hostile_programs_as_the_current_user(request, interpreter):
+    python = request.getfixturevalue("venv_under_tmp") if interpreter == "venv_under_tmp" else None
+    assert hostile_programs.failures(sandbox, python) == []
 
 
 @pytest.fixture(scope="module")

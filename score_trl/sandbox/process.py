@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .config import SandboxConfig, SandboxError, SandboxResult
 from .isolation import JOB_DIR, bwrap_command, warn_unisolated
-from .limits import make_cgroup, preexec_limits
+from .limits import limits_prefix, make_cgroup
 
 
 __all__ = ["run_python", "run_tests"]
@@ -97,7 +97,14 @@ class _Launched:
     def failure(self, timed_out: bool, limit: int) -> SandboxError:
         stderr = self.read(self.stderr, limit)
         # bwrap and setpriv report their own failures as "bwrap: ..." / "setpriv: ..." lines.
-        tool = next((t for t in ("bwrap", "setpriv") if any(s.startswith(f"{t}:") for s in stderr.splitlines())), None)
+        tool = next(
+            (
+                t
+                for t in ("bwrap", "setpriv", "prlimit", "sh")
+                if any(s.startswith(f"{t}:") for s in stderr.splitlines())
+            ),
+            None,
+        )
         who = f"`{tool}`" if tool else f"the interpreter {self.python!r} ({self.isolation} mode)"
         if timed_out:
             how = "did not start the program within the wall time (raise SandboxConfig.wall_time on a loaded machine)"
@@ -147,11 +154,11 @@ def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tupl
             command, cwd = bwrap_command(python, job_dir, config.tmpfs_mb, config.uid, argv), "/"
         else:
             command, cwd = argv, job_dir
-        preexec = preexec_limits(
+        prefix = limits_prefix(
             config.cpu_time, per_process * 1024 * 1024, config.max_output_bytes, config.max_open_files, cgroup
         )
         proc = subprocess.Popen(
-            command,
+            [*prefix, *command],
             cwd=cwd,
             env=_ENV,
             stdin=subprocess.PIPE,
@@ -159,7 +166,6 @@ def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tupl
             stderr=stderr,
             start_new_session=True,
             pass_fds=(start_write, *pass_fds),
-            preexec_fn=preexec,
         )
     except (OSError, subprocess.SubprocessError, SandboxError) as error:
         os.close(start_read)
@@ -248,7 +254,8 @@ def run_tests(
             pipes.close(request_read, response_write)
             try:
                 judge = subprocess.Popen(
-                    [launched.python, "-I", os.path.join(_HERE, "judge_main.py"), str(response_read),
+                    [*limits_prefix(config.cpu_time, config.memory_mb << 20, limit, 256, None),
+                     launched.python, "-I", os.path.join(_HERE, "judge_main.py"), str(response_read),
                      str(request_write), str(verdict_write), str(limit)],
                     env=_ENV,
                     stdin=subprocess.PIPE,
@@ -256,7 +263,6 @@ def run_tests(
                     stderr=judge_err,
                     start_new_session=True,
                     pass_fds=(response_read, request_write, verdict_write),
-                    preexec_fn=preexec_limits(config.cpu_time, config.memory_mb << 20, limit, 256, None),
                 )  # fmt: skip
             except OSError as error:
                 raise SandboxError(f"The code sandbox's test runner could not start: {error}") from error
