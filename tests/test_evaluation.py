@@ -11,10 +11,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from score_trl.cli import EvalArguments
 from score_trl.evaluation import EvalSettings, evaluate, metrics_from_traces
 from score_trl.metrics import self_correction_metrics
+from score_trl.prompts import MATH_CORRECTION_INSTRUCTION
 from score_trl.rewards import ANSWER_FORMATS
 
 
-SETTINGS = EvalSettings(max_new_tokens=6, batch_size=4)
+SETTINGS = EvalSettings(instruction=MATH_CORRECTION_INSTRUCTION, max_new_tokens=6, batch_size=4)
 ROWS = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(6)]
 
 
