@@ -11,13 +11,15 @@ Stage I takes it with the `stage1_*` changes and StageOneConfig's KL):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ __all__ = [
     "ScoreScriptArguments",
     "build_trainer",
     "derive_config",
+    "each_warning_once",
     "eval_settings",
     "parse_args",
     "run",
@@ -298,6 +301,30 @@ def train_stage(trainer) -> str:
     return merged_dir
 
 
+@contextlib.contextmanager
+def each_warning_once() -> Iterator[None]:
+    """Inside, each distinct warning (category and message) is shown at most once; which warnings are shown is left
+    to the filters as they are.
+
+    Python shows a warning once per place it is raised from, but forgets what it has shown whenever the filters
+    change, which every `warnings.catch_warnings()` exit does: TRL enters one while generating, so its
+    `is_gradient_checkpointing is deprecated` FutureWarning was printed at every generation of the demo.
+    """
+    shown: set[tuple[type, str]] = set()
+    show = warnings.showwarning
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if (category, str(message)) not in shown:
+            shown.add((category, str(message)))
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
 RESULT_NAMES = {"stage1": ("stage I", "stage1"), "stage2": ("SCoRe", "final")}  # (table row, eval file name)
 
 
@@ -312,7 +339,13 @@ def run(
     `trainer_classes` are Stage I's and Stage II's trainers: pass subclasses to change what they do. Every evaluation
     renders turns as the stage's trainer does (its `get_turn_instruction`, per row), the base model's as the first
     stage's trainer does. What the user set in `args` is kept: task defaults and `model_args` only fill what is unset.
+    Each distinct warning is shown once (`each_warning_once`).
     """
+    with each_warning_once():
+        return _run(script_args, args, model_args, trainer_classes)
+
+
+def _run(script_args, args, model_args, trainer_classes) -> dict[str, dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)

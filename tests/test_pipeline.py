@@ -1,13 +1,14 @@
 """The pipeline's settings: which stage trains with which config and KL reference, and where task defaults apply."""
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
 from trl import ModelConfig
 
 from score_trl import MultiTurnRLOOConfig, StageOneConfig, pipeline
-from score_trl.pipeline import ScoreScriptArguments, _stage1_config, _stage2_config, parse_args
+from score_trl.pipeline import ScoreScriptArguments, _stage1_config, _stage2_config, each_warning_once, parse_args
 from score_trl.tasks import TASKS, TaskArguments
 
 
@@ -180,3 +181,31 @@ class TestTaskArguments:
         args = TaskArguments(task="code", dataset_name=dataset_name, dataset_config=dataset_config, max_eval_samples=3)
         _, held_out = args.load_data()
         assert calls == [(*expected, "openai/openai_humaneval", "test")] and len(held_out) == 3
+
+
+class TestWarnings:
+    def test_each_distinct_warning_is_shown_once(self):
+        with warnings.catch_warnings(record=True) as caught, each_warning_once():
+            warnings.simplefilter("default")
+            for _ in range(8):
+                with warnings.catch_warnings():  # as TRL does while generating: Python then forgets what it showed
+                    pass
+                warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning, stacklevel=1)
+                warnings.warn("another one", FutureWarning, stacklevel=1)
+            warnings.warn("ignored", DeprecationWarning, stacklevel=1)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.warn("still ignored", DeprecationWarning, stacklevel=1)
+        assert [str(w.message) for w in caught] == [
+            "`is_gradient_checkpointing` is deprecated",
+            "another one",
+            "ignored",
+        ]
+
+    def test_without_it_python_repeats_them(self):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            for _ in range(3):
+                with warnings.catch_warnings():
+                    pass
+                warnings.warn("repeated", FutureWarning, stacklevel=1)
+        assert len(caught) == 3  # the reason `each_warning_once` exists: a TRL or Python change would show here
