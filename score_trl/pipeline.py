@@ -234,15 +234,20 @@ def stage_configs(
     return stages
 
 
-def eval_settings(script_args: ScoreScriptArguments, trainer: MultiTurnRLOOTrainer) -> EvalSettings:
-    """How the pipeline evaluates: as `trainer` renders turns (its `get_turn_instruction` per row, its template) and
-    with the script's decoding."""
-    return EvalSettings.from_trainer(
-        trainer,
-        max_new_tokens=script_args.eval_max_new_tokens,
-        batch_size=script_args.eval_batch_size,
-        do_sample=script_args.eval_do_sample,
-    )
+def eval_settings(
+    script_args: ScoreScriptArguments, source: MultiTurnRLOOTrainer | MultiTurnRLOOConfig
+) -> EvalSettings:
+    """How the pipeline evaluates: with the script's decoding, rendering turns as `source` does. A trainer gives its
+    `get_turn_instruction` (per row, a subclass's override included); a config, where there is no trainer (a
+    benchmark's base model, the SFT arms), its `turn_instruction` as `parse_args` resolved it."""
+    decoding = {
+        "max_new_tokens": script_args.eval_max_new_tokens,
+        "batch_size": script_args.eval_batch_size,
+        "do_sample": script_args.eval_do_sample,
+    }
+    if isinstance(source, MultiTurnRLOOConfig):
+        return EvalSettings.from_config(source, source.turn_instruction, **decoding)
+    return EvalSettings.from_trainer(source, **decoding)
 
 
 def evaluate_model(

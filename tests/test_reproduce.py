@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from score_trl.data import EmbeddedRecipe
 from score_trl.data.embedded import make_problems, solver_trace
-from score_trl.data.embedded_model import ContinuedRecipe, EmbeddedRecipe, build_base_model
 
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from variants import ContinuedRecipe, build_variant  # noqa: E402
+
 
 TINY = EmbeddedRecipe(hidden_size=32, num_layers=1, pretrain_steps=120, batch_size=32)
 
@@ -70,13 +73,13 @@ def _solve(prompt: str) -> int:
 
 def test_continued_recipe_trains_on_from_its_parent(tmp_path):
     parent = EmbeddedRecipe(hidden_size=16, num_layers=1, pretrain_steps=2, batch_size=4)
-    path = Path(build_base_model(ContinuedRecipe(parent=parent, steps=2, p_keep=1.0), cache_dir=tmp_path))
+    path = Path(build_variant(ContinuedRecipe(parent=parent, steps=2, p_keep=1.0), cache_dir=tmp_path))
     parent_path = tmp_path / f"embedded-{parent.key()}"
     assert (parent_path / "config.json").exists() and path != parent_path
     before, after = load_file(parent_path / "model.safetensors"), load_file(path / "model.safetensors")
     assert any(not before[k].equal(after[k]) for k in before)
     stamp = (path / "model.safetensors").stat().st_mtime_ns
-    assert Path(build_base_model(ContinuedRecipe(parent=parent, steps=2, p_keep=1.0), cache_dir=tmp_path)) == path
+    assert Path(build_variant(ContinuedRecipe(parent=parent, steps=2, p_keep=1.0), cache_dir=tmp_path)) == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
 
 
