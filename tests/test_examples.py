@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import yaml
 from datasets import Dataset
 
+from score_trl import MultiTurnRLOOConfig, StageOneConfig
 from tests.conftest import free_port
 
 
@@ -34,8 +36,10 @@ def test_every_score_recipe_parses(recipe):
     script_args, training_args, model_args = _parse(["--config", recipe, "--bf16", "false", "--use_cpu", "true"])
     assert training_args.num_generations >= 2 and len(training_args.turn_betas) == training_args.num_turns
     assert script_args.stage in {"1", "2", "both"}
-    if script_args.stage == "1":
-        assert training_args.turn_betas[0] > training_args.turn_betas[1]  # Stage I: strong KL on turn 1
+    if script_args.stage == "1":  # Stage I: a StageOneConfig, strong KL on turn 1
+        assert type(training_args) is StageOneConfig and training_args.turn_betas[0] > training_args.turn_betas[1]
+    else:
+        assert type(training_args) is MultiTurnRLOOConfig
     assert model_args.model_name_or_path
 
 
@@ -105,11 +109,14 @@ def smoke_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("score_trl_cache")
 
 
+@pytest.mark.slow  # about a minute; tests/test_pipeline.py runs the same pipeline in process on a tiny model
 def test_score_math_smoke_single_process(tmp_path, smoke_cache):
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "examples" / "score_math.py"), "--smoke", "--output_dir", str(out)]
     result = subprocess.run(command, env=_smoke_env(smoke_cache), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    warned = re.findall(r"\w+Warning: .*", result.stderr.replace("\r", "\n"))
+    assert warned and len(warned) == len(set(warned)), warned  # each distinct warning at most once
     assert "| SCoRe |" in result.stdout and "| base |" in result.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"base", "stage I", "SCoRe"}
@@ -118,6 +125,7 @@ def test_score_math_smoke_single_process(tmp_path, smoke_cache):
     assert (out / "eval_final_traces.jsonl").read_text().count("\n") == 16
 
 
+@pytest.mark.slow  # tests/test_distributed.py trains with two processes in the default suite
 def test_score_math_smoke_two_processes(tmp_path, smoke_cache):
     """The launch line the docs give for two data-parallel CPU processes really starts two ranks."""
     out = tmp_path / "out"

@@ -5,6 +5,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 from trl import ModelConfig
 
 from score_trl import MultiTurnRLOOConfig, StageOneConfig, pipeline
@@ -209,3 +210,26 @@ class TestWarnings:
                     pass
                 warnings.warn("repeated", FutureWarning, stacklevel=1)
         assert len(caught) == 3  # the reason `each_warning_once` exists: a TRL or Python change would show here
+
+
+def test_the_whole_pipeline_in_process_on_a_tiny_model(tmp_path, tiny_model_path, monkeypatch):
+    """Both stages with the real trainers, a step each: the fast cover of the example's smoke runs (slow tests)."""
+    import torch
+
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(6)]
+    load = lambda *a: (Dataset.from_list(rows), rows[:2])  # noqa: E731
+    monkeypatch.setitem(TASKS, "math", dataclasses.replace(TASKS["math"], load=load))
+    args = training_args(
+        tmp_path, num_generations=3, per_device_train_batch_size=6, max_completion_length=6, max_steps=1,
+        save_strategy="no", activation_checkpointing=False,
+    )  # fmt: skip
+    script = ScoreScriptArguments(task="math", eval_max_new_tokens=4, eval_batch_size=2)
+    results = pipeline.run(script, args, ModelConfig(model_name_or_path=tiny_model_path))
+    assert list(results) == ["base", "stage I", "SCoRe"] and all(r["n"] == 2 for r in results.values())
+    stage1 = torch.load(tmp_path / "stage1" / "training_args.bin", weights_only=False)
+    stage2 = torch.load(tmp_path / "stage2" / "training_args.bin", weights_only=False)
+    assert type(stage1) is StageOneConfig and stage1.turn_betas == [0.1, 0.01]
+    assert type(stage2) is MultiTurnRLOOConfig and stage2.ref_model_name_or_path == tiny_model_path
+    assert (tmp_path / "stage2" / "model.safetensors").exists()
+    for name in ("base", "stage1", "final"):
+        assert len((tmp_path / f"eval_{name}_traces.jsonl").read_text().splitlines()) == 2

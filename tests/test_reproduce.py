@@ -7,6 +7,7 @@ import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from safetensors.torch import load_file
@@ -184,6 +185,39 @@ def test_unknown_arm_is_named():
         reproduce.ReproduceArguments(arms=["scorre"])
 
 
+def test_rl_arms_are_staged_as_the_pipeline_stages(tmp_path, monkeypatch):
+    import reproduce_arms
+
+    from score_trl import MultiTurnRLOOTrainer, StageOneTrainer
+
+    built = []
+
+    def build_trainer(cls, model, args, train, task):
+        built.append((cls, model, args))
+        return SimpleNamespace(args=args)
+
+    monkeypatch.setattr(reproduce_arms, "build_trainer", build_trainer)
+    monkeypatch.setattr(reproduce_arms, "_train", lambda trainer, curves, offset=0: trainer.args.output_dir)
+    settings = reproduce_arms.ArmSettings(stage1_steps=2, stage2_steps=3, alpha=3.0)
+    reproduce_arms.TRAIN["score"]("BASE", None, str(tmp_path), 7, settings, {})
+    (one, model1, stage1), (two, model2, stage2) = built
+    assert (one, model1, two, model2) == (StageOneTrainer, "BASE", MultiTurnRLOOTrainer, str(tmp_path / "stage1"))
+    assert stage1.turn_betas == [0.1, 0.01] and stage1.max_steps == 2 and stage1.seed == 7
+    assert stage2.turn_betas == [0.01, 0.01] and stage2.max_steps == 3 and stage2.alpha == 3.0
+    assert stage2.ref_model_name_or_path == "BASE"  # the KL to the base model, as the demo's pipeline keeps it
+    built.clear()
+    reproduce_arms.TRAIN["naive"]("BASE", None, str(tmp_path), 7, settings, {})
+    ((cls, model, args),) = built  # the same RL budget, all in Stage II, unshaped
+    assert (cls, model, args.max_steps, args.alpha, args.ref_model_name_or_path) == (
+        MultiTurnRLOOTrainer,
+        "BASE",
+        5,
+        0.0,
+        "BASE",
+    )
+
+
+@pytest.mark.slow  # every arm trains: tests/test_rl_arms_are_staged_as_the_pipeline_stages covers the wiring fast
 def test_every_arm_end_to_end_on_a_tiny_base(tmp_path, monkeypatch):
     import reproduce
     import reproduce_arms
