@@ -43,6 +43,15 @@ def test_star_pairs_are_conversational_prompt_completion():
     assert row["completion"] == [{"role": "assistant", "content": "a1-right"}]
 
 
+def test_pairs_show_each_problem_its_own_instruction():
+    # an instruction that depends on the row, as a trainer's `get_turn_instruction` (EvalSettings.instruction_for)
+    per_row = lambda row, turn: f"Fix problem {row['id']} at turn {turn}."  # noqa: E731
+    star = star_dataset(TRACES, ROWS, per_row, keep_correct=True)
+    pairs = pair_sft_dataset(TRACES, ROWS, per_row, include_correct=True)
+    for row in [*star, *pairs]:
+        assert row["prompt"][2]["content"] == f"Fix problem {row['id']} at turn 2."
+
+
 def test_pair_sft_pairs_wrong_attempts_with_a_correct_response_of_the_same_problem():
     correct_a = {"a1-right", "a2-right", "a2-right-again"}  # every correct first or second attempt of problem a
     pairs = _firsts(pair_sft_dataset(TRACES, ROWS, P, seed=3))

@@ -5,7 +5,7 @@ import statistics
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from score_trl.evaluation import EvalSettings, evaluate, metrics_from_traces
+from score_trl.evaluation import EvalSettings, evaluate, inference_scaling, metrics_from_traces
 from score_trl.prompts import MATH_CORRECTION_INSTRUCTION
 
 
@@ -106,3 +106,16 @@ def test_delta_standard_error_clusters_the_samples_of_a_problem(model_and_tokeni
     metrics, traces = evaluate(model, tokenizer, rows, "math", SETTINGS, fixed)
     means = [statistics.mean(t["r2"] - t["r1"] for t in traces if t["id"] == i) for i in ("0", "1")]
     assert metrics["delta_se"] == pytest.approx(statistics.stdev(means) / 2**0.5)
+
+
+def test_inference_scaling_votes_over_both_budgets(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    result = inference_scaling(model, tokenizer, ROWS[:2], 2, dataclasses.replace(SETTINGS, do_sample=True))
+    assert set(result) == {"parallel_acc", "sequential_acc", "k"} and result["k"] == 2
+    assert all(0.0 <= result[key] <= 1.0 for key in ("parallel_acc", "sequential_acc"))
+
+
+def test_no_instruction_says_where_to_get_one(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ValueError, match="EvalSettings.from_trainer"):
+        evaluate(model, tokenizer, ROWS[:1], "math", EvalSettings(max_new_tokens=2))
