@@ -25,7 +25,7 @@ def pair_sft_dataset(
     seed: int = 0,
 ) -> Dataset:
     """The Pair-SFT pairs of `traces`; a problem with no correct response anywhere gives none."""
-    problems = {str(row.get("id", i)): row for i, row in enumerate(rows)}
+    problems = {str(row.get("id", i)): {**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)}
     correct = defaultdict(list)
     for t in traces:
         for turn in ("1", "2"):

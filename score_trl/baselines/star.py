@@ -24,7 +24,7 @@ def star_dataset(
 ) -> Dataset:
     """The STaR pairs of `traces` (`id`, `y1`, `y2`, `r1`, `r2`): wrong -> right, plus right -> right with
     `keep_correct`."""
-    problems = {str(row.get("id", i)): row for i, row in enumerate(rows)}
+    problems = {str(row.get("id", i)): {**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)}
     kept = []
     for t in traces:
         if t["r1"] is None or t["r2"] is None:
