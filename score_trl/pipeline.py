@@ -27,12 +27,13 @@ import torch
 import yaml
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
+from transformers import AutoConfig
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .evaluation import EvalSettings, evaluate_checkpoint
-from .loading import whole_models
+from .loading import load_model_and_tokenizer, whole_models
 from .metrics import format_table
 from .rewards import ANSWER_FORMATS
 from .tasks import Task, TaskArguments, get_task, parse_with_recipe
@@ -273,6 +274,16 @@ def evaluate_model(
     return metrics
 
 
+def _check_loadable(model_path: str) -> None:
+    """Stop with one line that says why when the model cannot be loaded, before a trainer fails on it with a
+    traceback about repo ids. Its config is the cheap check; only where that fails is the model loaded, by the
+    loader whose errors are one line (`ModelLoadError`), which also loads forms a config alone does not name."""
+    try:
+        AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        load_model_and_tokenizer(model_path)
+
+
 def build_trainer(trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None):
     """A trainer of `trainer_cls` for `task`: its reward, and its answer format for the answer-changed logs."""
     trainer = trainer_cls(model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
@@ -376,6 +387,7 @@ def _run(script_args, args, model_args, trainer_classes) -> dict[str, dict]:
             model_path = build_base_model(recipe)
     if model_path is None:
         raise ValueError("model_name_or_path is not set: name the model to train (a hub id or a path).")
+    _check_loadable(model_path)
 
     base_path, results, trainer = model_path, {}, None
     classes = dict(zip(("stage1", "stage2"), trainer_classes, strict=True))

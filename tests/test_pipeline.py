@@ -109,6 +109,7 @@ class TestRun:
         monkeypatch.setitem(TASKS, "math", dataclasses.replace(TASKS["math"], load=lambda *a: (rows, rows)))
         monkeypatch.setattr(RecordingTrainer, "built", [])
         monkeypatch.setattr(pipeline, "train_stage", lambda trainer: trainer.args.output_dir)
+        monkeypatch.setattr(pipeline, "_check_loadable", lambda model_path: None)  # models named "BASE", "S1"
         evaluations = []
 
         def evaluate_checkpoint(model_path, rows, verifier, settings, **kwargs):
