@@ -90,7 +90,14 @@ class ScoreScriptArguments(TaskArguments):
             "or 'stage1' (the Stage I model it starts from). With LoRA only 'stage1' is possible."
         },
     )
-    smoke: bool = field(default=False, metadata={"help": "A one-minute run: few steps, a small eval set and base."})
+    smoke: bool = field(
+        default=False,
+        metadata={
+            "help": "A one-minute run: 3 steps per stage, 16 evaluation problems once each, no checkpoints, a small "
+            "embedded base (it sets max_steps, stage1_max_steps, max_eval_samples, eval_samples_per_problem and "
+            "save_strategy, whatever else set them)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
