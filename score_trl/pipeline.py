@@ -43,6 +43,7 @@ from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig,
 __all__ = [
     "ScoreScriptArguments",
     "build_trainer",
+    "config_class",
     "derive_config",
     "each_warning_once",
     "eval_settings",
@@ -368,7 +369,12 @@ def run(
         return _run(script_args, args, model_args, trainer_classes)
 
 
-def _run(script_args, args, model_args, trainer_classes) -> dict[str, dict]:
+def _run(
+    script_args: ScoreScriptArguments,
+    args: MultiTurnRLOOConfig,
+    model_args: ModelConfig,
+    trainer_classes: tuple[type, type],
+) -> dict[str, dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
