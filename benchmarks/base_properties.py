@@ -20,9 +20,10 @@ from typing import Literal
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import TrlParser
+from variants import VARIANTS, build_variant
 
-from score_trl.data.embedded import INVERSE, make_problems, split_problems
-from score_trl.data.embedded_model import VARIANTS, build_base_model
+from score_trl.data import make_problems, split_problems
+from score_trl.data.embedded import INVERSE
 from score_trl.evaluation import evaluate
 from score_trl.pipeline import eval_settings, parse_args
 
@@ -106,7 +107,7 @@ class PropertiesArguments:
 
 
 def main(args: PropertiesArguments) -> None:
-    path = args.model or build_base_model(VARIANTS[args.task or "default"])
+    path = args.model or build_variant(VARIANTS[args.task or "default"])
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     rows = {"all": make_problems(), "train": split_problems()[0], "held_out": split_problems()[1]}[args.split]
     # sampled as the demo evaluates (its recipe's rendering, tokens per turn and decoding), in larger batches

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from trl import TrlParser
 
 from score_trl.rewards import make_math_reward
-from score_trl.rewards.math import _verify
+from score_trl.rewards.math import verify_math_in_process
 
 
 @dataclass
@@ -54,9 +54,9 @@ def main(args: MathSpeedArguments) -> None:
     completions, golds = ordinary(args.answers, args.seed)
     reward = make_math_reward()
     reward([""], completions[:1], golds[:1])  # the worker's start (importing math-verify), once per process
-    _verify(completions[0], golds[0], 4000)  # and the same import here
+    verify_math_in_process(completions[0], golds[0], 4000)  # and the same import here
     start = time.perf_counter()
-    baseline = [_verify(c, g, 4000) for c, g in zip(completions, golds, strict=True)]
+    baseline = [verify_math_in_process(c, g, 4000) for c, g in zip(completions, golds, strict=True)]
     in_process = time.perf_counter() - start
     start = time.perf_counter()
     scores = reward([""] * len(completions), completions, golds)

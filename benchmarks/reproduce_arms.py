@@ -14,16 +14,15 @@ import transformers
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import RLOOConfig, RLOOTrainer, SFTConfig
+from variants import VARIANTS, ContinuedRecipe, build_variant
 
-from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
+from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneTrainer
 from score_trl.baselines import run_pair_sft, run_star
-from score_trl.data.embedded import split_problems
-from score_trl.data.embedded_model import VARIANTS, ContinuedRecipe, EmbeddedRecipe, build_base_model
+from score_trl.data import EmbeddedRecipe, split_problems
 from score_trl.evaluation import EvalSettings, evaluate
-from score_trl.pipeline import eval_settings, parse_args
+from score_trl.pipeline import build_trainer, eval_settings, parse_args, stage_configs
 from score_trl.rewards import math_reward
 from score_trl.tasks import get_task
-from score_trl.trainers.stage_one_config import STAGE_ONE_TURN_BETAS
 
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded" / "score" / "config_math.yaml"
@@ -50,7 +49,7 @@ class Task:
     recipe: EmbeddedRecipe | ContinuedRecipe
 
     def base_model(self) -> str:
-        return build_base_model(self.recipe)
+        return build_variant(self.recipe)
 
 
 TASKS = {
@@ -66,7 +65,7 @@ TASKS = {
     ),
     "copy": Task(
         "the copy-prone variant (the default base continued 600 steps on traces that keep a right first answer 90% "
-        "and a wrong one 75% of the time; `score_trl.data.embedded_model.COPY_VARIANT`)",
+        "and a wrong one 75% of the time; `benchmarks/variants.py`'s `COPY_VARIANT`)",
         VARIANTS["copy"],
     ),
     "copy_rival": Task("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
@@ -90,15 +89,13 @@ class ArmSettings:
     alpha: float = 3.0
     learning_rate: float = 1e-4
     eval_samples_per_problem: int = 16
-    stage1_turn_betas: tuple[float, float] = STAGE_ONE_TURN_BETAS
     logging_steps: int = 10  # the resolution of the training curves
 
 
 def _recipe():
-    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them, with
-    the task's instruction set as the pipeline sets it."""
+    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them (the
+    task's instruction included)."""
     script_args, args, _ = parse_args(args=["--config", str(RECIPE)])
-    args.turn_instruction = args.turn_instruction or get_task(script_args.task).instruction
     return script_args, args
 
 
@@ -130,37 +127,40 @@ def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
     }
 
 
-def _train(trainer_cls, model: str, args, train: Dataset, curves: dict, offset: int = 0) -> str:
-    trainer = trainer_cls(model, math_reward, args=args, train_dataset=train)
+def _train(trainer, curves: dict, offset: int = 0) -> str:
     trainer.train()
-    trainer.save_model(args.output_dir)
+    trainer.save_model(trainer.args.output_dir)
     for key, values in _curves(trainer.state.log_history, offset).items():
         curves.setdefault(key, []).extend(values)
-    return args.output_dir
+    return trainer.args.output_dir
+
+
+STAGE_TRAINERS = {"stage1": StageOneTrainer, "stage2": MultiTurnRLOOTrainer}
 
 
 def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float = 0.0) -> Callable:
-    """An RL arm: Stage I (turn-1 KL 0.1) then Stage II, or Stage II alone for the same total steps; Stage II's
-    turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive multi-turn RL).
-    `turn_weighted`: Stage II's turn-2 advantages weighted `1 + alpha` (`turn_weights`), the shaping's expected
-    gradient; `discount`: Stage II's `turn_discount` (Stage I keeps the paper's 0)."""
+    """An RL arm, staged as the demo's pipeline stages it (`score_trl.pipeline.stage_configs`: Stage I's own KL and
+    steps, Stage II's KL reference the base model): Stage I then Stage II, or Stage II alone for the same total
+    steps; Stage II's turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive
+    multi-turn RL). `turn_weighted`: Stage II's turn-2 advantages weighted `1 + alpha` (`turn_weights`), the
+    shaping's expected gradient; `discount`: Stage II's `turn_discount` (Stage I keeps the paper's 0)."""
 
     def arm(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
-        model, stage2_steps, offset = base, s.stage2_steps, 0
-        if stage1:
-            betas = list(s.stage1_turn_betas)
-            args = _config(StageOneConfig, f"{out}/stage1", seed, s, s.stage1_steps, turn_betas=betas)
-            model, offset = _train(StageOneTrainer, model, args, train, curves), s.stage1_steps
-        else:  # the same number of RL steps, all in Stage II
-            stage2_steps += s.stage1_steps
-        alpha = s.alpha if shaped else 0.0
-        # the KL reference stays the base model, as in the demo's pipeline (`stage2_reference: base`)
-        weights = [1.0, 1.0 + s.alpha] if turn_weighted else None
-        args = _config(
-            MultiTurnRLOOConfig, f"{out}/stage2", seed, s, stage2_steps, alpha=alpha, ref_model_name_or_path=base,
-            turn_weights=weights, turn_discount=discount,
-        )  # fmt: skip
-        return _train(MultiTurnRLOOTrainer, model, args, train, curves, offset)
+        script_args, _ = _recipe()
+        script_args = dataclasses.replace(
+            script_args, stage="both" if stage1 else "2", stage1_max_steps=s.stage1_steps
+        )
+        # without Stage I, the same number of RL steps, all in Stage II; its KL reference is the base model either way
+        stage2_steps = s.stage2_steps if stage1 else s.stage1_steps + s.stage2_steps
+        changes = {"alpha": s.alpha if shaped else 0.0, "ref_model_name_or_path": None if stage1 else base}
+        changes.update(turn_weights=[1.0, 1.0 + s.alpha] if turn_weighted else None, turn_discount=discount)
+        args = _config(MultiTurnRLOOConfig, out if stage1 else f"{out}/stage2", seed, s, stage2_steps, **changes)
+        model, offset, task = base, 0, get_task(script_args.task)
+        for name, make_config in stage_configs(script_args, args, base).items():
+            trainer = build_trainer(STAGE_TRAINERS[name], model, make_config(), train, task)
+            model = _train(trainer, curves, offset)
+            offset += trainer.args.max_steps
+        return model
 
     return arm
 
@@ -168,7 +168,7 @@ def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float
 def _single_turn(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
     """TRL's own RLOOTrainer on turn 1 alone, with the RL arms' budget and KL weight."""
     args = _config(RLOOConfig, out, seed, s, s.stage1_steps + s.stage2_steps, beta=0.01)
-    return _train(RLOOTrainer, base, args, train, curves)
+    return _train(RLOOTrainer(base, math_reward, args=args, train_dataset=train), curves)
 
 
 def _sft_args(out: str, seed: int, s: ArmSettings) -> SFTConfig:

@@ -54,8 +54,7 @@ def _build(kind: str, model_path: str, opts, out_dir: str):
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
-    from score_trl.prompts import MATH_CORRECTION_INSTRUCTION
+    from score_trl import MATH_CORRECTION_INSTRUCTION, MultiTurnRLOOConfig, MultiTurnRLOOTrainer
 
     rows = [{"prompt": row["prompt"]} for row in _prompt_rows(opts, 16)]
 
@@ -69,7 +68,7 @@ def _build(kind: str, model_path: str, opts, out_dir: str):
         learning_rate=1e-5,
         use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(),
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         report_to="none",
         save_strategy="no",
         logging_steps=1,
@@ -136,13 +135,16 @@ def _eval_times(model_path: str, opts) -> dict[str, list[float]]:
     """Seconds per run of two-turn `evaluate` and of one plain `generate` of 2 x `completion` tokens, alternating."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from score_trl import MATH_CORRECTION_INSTRUCTION
     from score_trl.evaluation import EvalSettings, evaluate, hf_generate_fn
 
     model = AutoModelForCausalLM.from_pretrained(model_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model.generation_config.min_new_tokens = opts.completion  # pins every turn's length, as in (a)
     rows = _prompt_rows(opts, opts.eval_problems)
-    settings = EvalSettings(max_new_tokens=opts.completion, batch_size=opts.eval_problems)
+    settings = EvalSettings(
+        instruction=MATH_CORRECTION_INSTRUCTION, max_new_tokens=opts.completion, batch_size=opts.eval_problems
+    )
     plain = hf_generate_fn(
         model, tokenizer, EvalSettings(max_new_tokens=2 * opts.completion, batch_size=opts.eval_problems)
     )

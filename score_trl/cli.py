@@ -18,7 +18,7 @@ from trl import TrlParser
 from .data.embedded import split_problems
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .data.math import load_math, to_math_rows
-from .evaluation import EvalSettings, evaluate, inference_scaling
+from .evaluation import EvalSettings, evaluate_checkpoint, inference_scaling
 from .loading import ModelLoadError, load_model_and_tokenizer
 from .tasks import get_task
 
@@ -83,13 +83,11 @@ def main(args: EvalArguments) -> dict:
     if embedded:
         with state.main_process_first():
             model_path = build_base_model(EmbeddedRecipe())
-    model, tokenizer = load_model_and_tokenizer(model_path)
-    model.to(state.device)
     rows = _load_rows(args)[: args.max_samples]
     task = get_task("embedded" if args.dataset_name == "embedded" else args.verifier)
     settings = EvalSettings(
         num_turns=args.num_turns,
-        instruction=args.instruction or task.instruction,
+        instruction=task.turn_instruction(args.instruction),
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         do_sample=args.do_sample,
@@ -97,6 +95,8 @@ def main(args: EvalArguments) -> dict:
     )
     os.makedirs(args.output_dir, exist_ok=True)
     if args.scaling_k:
+        model, tokenizer = load_model_and_tokenizer(model_path)
+        model.to(state.device)
         result = inference_scaling(model, tokenizer, rows, args.scaling_k, settings)
         path = os.path.join(args.output_dir, "scaling.json")
     else:
@@ -104,9 +104,8 @@ def main(args: EvalArguments) -> dict:
         if args.first_attempts_file:
             with open(args.first_attempts_file) as f:
                 first_attempts = {str(t["id"]): t["y1"] for t in map(json.loads, filter(str.strip, f))}
-        result, _ = evaluate(
-            model,
-            tokenizer,
+        result, _ = evaluate_checkpoint(
+            model_path,
             rows,
             args.verifier,
             settings,

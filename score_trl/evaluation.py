@@ -15,17 +15,19 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from .loading import load_model_and_tokenizer, whole_models
 from .metrics import accuracy, clustered_standard_error, self_correction_metrics
-from .prompts import MATH_CORRECTION_INSTRUCTION
 from .rewards import ANSWER_FORMATS, REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
 from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
 
 
 __all__ = [
     "EvalSettings",
+    "InstructionFn",
     "evaluate",
+    "evaluate_checkpoint",
     "hf_generate_fn",
     "inference_scaling",
     "metrics_from_traces",
@@ -33,17 +35,23 @@ __all__ = [
 
 _GOLD_COLUMNS = {"math": ["answer"], "code": ["test_list", "test"]}
 
+# The instruction shown before attempt `turn` (2, 3, ...) of a dataset row: `MultiTurnRLOOTrainer.get_turn_instruction`
+# has this shape, so evaluation shows what training showed, per row.
+InstructionFn = Callable[[dict, int], str]
+
 
 @dataclass
 class EvalSettings:
     """How to evaluate: turns, instruction, prompt rendering, decoding, batching.
 
-    The turns are rendered by the same `TurnRenderer` the trainers use: build these settings with
-    `EvalSettings.from_config(training_args, ...)` so that evaluation sees what training saw.
+    `instruction` is the text shown between attempts: one string for every row, or a function of (row, turn), which
+    is what a trainer's `get_turn_instruction` is. Build the settings with `EvalSettings.from_trainer(trainer, ...)`
+    so that evaluation renders every turn of every row as training did; there is no default instruction here, so
+    that no second default can drift from the trainer's.
     """
 
     num_turns: int = 2
-    instruction: str = MATH_CORRECTION_INSTRUCTION
+    instruction: str | InstructionFn | None = None
     instruction_template: str = "\n\n{instruction}\n\n"
     chat_template_kwargs: dict | None = None
     max_new_tokens: int = 512
@@ -53,16 +61,34 @@ class EvalSettings:
     correct_threshold: float = 1.0
 
     @classmethod
-    def from_config(cls, args, **changes) -> EvalSettings:
-        """Settings that render turns as a trainer config `args` (a `MultiTurnRLOOConfig`) does, plus `changes`."""
-        return cls(
-            num_turns=args.num_turns,
-            instruction=args.turn_instruction or cls.instruction,
-            instruction_template=args.instruction_template,
-            chat_template_kwargs=args.chat_template_kwargs,
-            correct_threshold=args.correct_threshold,
-            **changes,
-        )
+    def from_trainer(cls, trainer, **changes) -> EvalSettings:
+        """Settings that render turns as `trainer` (a `MultiTurnRLOOTrainer`) does: its `get_turn_instruction`, a
+        subclass's override included, and its config's template, chat-template arguments and threshold; plus
+        `changes` (decoding, batching)."""
+        return cls.from_config(trainer.args, trainer.get_turn_instruction, **changes)
+
+    @classmethod
+    def from_config(cls, args, instruction: str | InstructionFn, **changes) -> EvalSettings:
+        """Settings that render turns with a trainer config's (`args`) template, chat-template arguments and threshold
+        and the given `instruction`; for evaluating without a trainer at hand. Prefer `from_trainer` where there is
+        one: only it carries a subclass's `get_turn_instruction`."""
+        values = {
+            "num_turns": args.num_turns,
+            "instruction": instruction,
+            "instruction_template": args.instruction_template,
+            "chat_template_kwargs": args.chat_template_kwargs,
+            "correct_threshold": args.correct_threshold,
+        }
+        return cls(**{**values, **changes})
+
+    def instruction_for(self, row: dict, turn: int) -> str:
+        """The instruction shown before attempt `turn` (2, 3, ...) of `row`."""
+        if self.instruction is None:
+            raise ValueError(
+                "EvalSettings.instruction is not set: build the settings with `EvalSettings.from_trainer(trainer)` "
+                "(the instruction training showed), or pass the instruction (e.g. `get_task(name).instruction`)."
+            )
+        return self.instruction(row, turn) if callable(self.instruction) else self.instruction
 
 
 def hf_generate_fn(
@@ -204,13 +230,41 @@ def evaluate(
     return metrics, all_traces
 
 
+def evaluate_checkpoint(
+    model_path: str,
+    rows: Sequence[dict],
+    verifier: str | Callable,
+    settings: EvalSettings,
+    *,
+    load_args=None,
+    seed: int | None = None,
+    **evaluate_kwargs,
+) -> tuple[dict[str, float], list[dict]]:
+    """Load the model saved at `model_path` and `evaluate` it: the one evaluation wiring of the pipeline, the SFT
+    baselines and `score-trl-eval`.
+
+    The model is loaded whole on every process (also while a ZeRO-3 training config `load_args` exists) and put on
+    this process's device. With `seed`, sampling is seeded here, so that an evaluation samples the same whatever ran
+    before it in the process (pretraining a base model, a training stage) and a rerun prints the same table.
+    `evaluate_kwargs` go to `evaluate` (`traces_path`, `metrics_path`, `first_attempts`, `resume`).
+    """
+    with whole_models(load_args):
+        model, tokenizer = load_model_and_tokenizer(model_path)
+    model.to(PartialState().device)
+    if seed is not None:
+        set_seed(seed)
+    return evaluate(model, tokenizer, rows, verifier, settings, **evaluate_kwargs)
+
+
 def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempts) -> list[dict]:
     prompts = [row["prompt"] for row in rows]
     conversational = isinstance(prompts[0], list)
     eos_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
     renderer = TurnRenderer(tokenizer, eos_ids, settings.instruction_template, settings.chat_template_kwargs or {})
     prompt_ids = renderer.first_turn_ids(prompts)
-    suffix = renderer.suffix(settings.instruction, conversational)
+    # [turn][row], as the trainers build them: a row's own instruction when the instruction is a function of the row
+    instructions = [[settings.instruction_for(row, turn) for row in rows] for turn in range(2, settings.num_turns + 1)]
+    suffixes = [[renderer.suffix(text, conversational) for text in turn] for turn in instructions]
     generated_turns = settings.num_turns - (first_attempts is not None)
     progress = tqdm(
         total=len(rows) * generated_turns, desc="two-turn evaluation", disable=not PartialState().is_local_main_process
@@ -228,7 +282,7 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
 
     was_training = model.training
     model.eval()
-    rollout = generate_turns(generate, prompt_ids, [[suffix] * len(rows)] * (settings.num_turns - 1))
+    rollout = generate_turns(generate, prompt_ids, suffixes)
     model.train(was_training)
     progress.close()
 
@@ -236,9 +290,7 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     turn_prompts, rewards = list(prompts), []
     for turn, turn_texts in enumerate(texts):
         if turn > 0:
-            turn_prompts = renderer.next_turn_prompts(
-                turn_prompts, texts[turn - 1], [settings.instruction] * len(rows)
-            )
+            turn_prompts = renderer.next_turn_prompts(turn_prompts, texts[turn - 1], instructions[turn - 1])
         rewards.append(_score(reward_func, rows, turn_prompts, turn_texts))
     return [
         {

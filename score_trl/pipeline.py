@@ -1,42 +1,61 @@
 """The SCoRe pipeline: evaluate the base model, train Stage I then Stage II, evaluate again, write the before/after
 table and the model card, push. `examples/score_math.py` and `examples/score_code.py` are thin scripts around `run`.
 
-One `ScoreScriptArguments` (data, evaluation, stages), one `MultiTurnRLOOConfig` (Stage II's trainer arguments; Stage I
-takes the same with the `stage1_*` changes) and TRL's `ModelConfig`, parsed with `TrlParser`:
+One `ScoreScriptArguments` (data, evaluation, stages), a trainer config and TRL's `ModelConfig`, parsed with
+`TrlParser`. The stage decides the config class before parsing: `--stage 1` parses a `StageOneConfig` (its defaults,
+turn-1 KL 0.1 / turn-2 KL 0.01), `--stage 2` and `--stage both` a `MultiTurnRLOOConfig` (Stage II's; with `both`,
+Stage I takes it with the `stage1_*` changes and StageOneConfig's KL):
 
-    accelerate launch examples/score_math.py --config recipes/embedded/score/config_math.yaml
+    accelerate launch examples/score_math.py --config recipes/embedded/score/config_math.yaml --stage 1
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
 import logging
 import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
-from transformers import set_seed
+from transformers import AutoConfig
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 
 from .data.embedded_model import EmbeddedRecipe, build_base_model
-from .evaluation import EvalSettings, evaluate
+from .evaluation import EvalSettings, evaluate_checkpoint
 from .loading import load_model_and_tokenizer, whole_models
 from .metrics import format_table
 from .rewards import ANSWER_FORMATS
 from .tasks import Task, TaskArguments, get_task, parse_with_recipe
 from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
-from .trainers.stage_one_config import STAGE_ONE_TURN_BETAS
 
 
-__all__ = ["ScoreScriptArguments", "derive_config", "eval_settings", "parse_args", "run", "train_stage"]
+__all__ = [
+    "ScoreScriptArguments",
+    "build_trainer",
+    "config_class",
+    "derive_config",
+    "each_warning_once",
+    "eval_settings",
+    "parse_args",
+    "run",
+    "stage_configs",
+    "train_stage",
+]
 
 logger = logging.getLogger(__name__)
+
+STAGES = ("1", "2", "both")
 
 
 @dataclass
@@ -47,13 +66,23 @@ class ScoreScriptArguments(TaskArguments):
     eval_samples_per_problem: int = field(
         default=1, metadata={"help": "Sampled two-turn traces per problem (with eval_do_sample)."}
     )
-    stage: str = field(default="both", metadata={"help": "'1' (Stage I), '2' (Stage II) or 'both'."})
+    stage: str = field(
+        default="both",
+        metadata={
+            "help": "'1' (Stage I; parses a StageOneConfig), '2' (Stage II) or 'both'. Decided before the trainer "
+            "arguments are parsed: give it on the command line or in the recipe."
+        },
+    )
     stage1_max_steps: int | None = field(
-        default=None, metadata={"help": "Training steps of Stage I when stage='both' (None: `max_steps`)."}
+        default=None,
+        metadata={"help": "Training steps of Stage I, with stage '1' or 'both' (None: `max_steps`); unused by '2'."},
     )
     stage1_turn_betas: list[float] | None = field(
         default=None,
-        metadata={"help": "Per-turn KL weights of Stage I when stage='both' (None: StageOneConfig's, [0.1, 0.01])."},
+        metadata={
+            "help": "Per-turn KL weights of Stage I, with stage '1' or 'both' (None: StageOneConfig's, [0.1, 0.01]); "
+            "unused by '2'."
+        },
     )
     stage2_reference: str = field(
         default="base",
@@ -62,25 +91,87 @@ class ScoreScriptArguments(TaskArguments):
             "or 'stage1' (the Stage I model it starts from). With LoRA only 'stage1' is possible."
         },
     )
-    smoke: bool = field(default=False, metadata={"help": "A one-minute run: few steps, a small eval set and base."})
+    smoke: bool = field(
+        default=False,
+        metadata={
+            "help": "A one-minute run: 3 steps per stage, 16 evaluation problems once each, no checkpoints, a small "
+            "embedded base (it sets max_steps, stage1_max_steps, max_eval_samples, eval_samples_per_problem and "
+            "save_strategy, whatever else set them)."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        if self.stage not in ("1", "2", "both"):
+        if self.stage not in STAGES:
             raise ValueError(f"stage={self.stage!r}: use '1', '2' or 'both'.")
         if self.stage2_reference not in ("base", "stage1"):
             raise ValueError(f"stage2_reference={self.stage2_reference!r}: use 'base' or 'stage1'.")
-        if self.stage != "both" and (self.stage1_max_steps is not None or self.stage1_turn_betas is not None):
-            raise ValueError(
-                f"stage1_max_steps / stage1_turn_betas apply when stage='both' (here stage={self.stage!r}), where "
-                "they would be ignored: set `max_steps` / `turn_betas` for a single stage."
-            )
+
+
+def _stage_named(argv: Sequence[str]) -> str:
+    """The stage `argv` names (`--stage X`, `--stage=X`), else its `--config` recipe's, else 'both'; as TrlParser
+    reads them, the command line over the recipe."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--stage" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--stage="):
+            return arg.split("=", 1)[1]
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        recipe = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text()) or {}
+        return str(recipe.get("stage", "both"))
+    return "both"
+
+
+def config_class(stage: str) -> type[MultiTurnRLOOConfig]:
+    """The trainer config a run of `stage` parses: Stage I's alone, else Stage II's (from which Stage I is derived)."""
+    return StageOneConfig if stage == "1" else MultiTurnRLOOConfig
 
 
 def parse_args(default_recipe: Path | None = None, args: list[str] | None = None):
     """(script arguments, trainer config, model config) from the command line, read from `default_recipe` when no
-    `--config` is given."""
-    return parse_with_recipe((ScoreScriptArguments, MultiTurnRLOOConfig, ModelConfig), default_recipe, args)
+    `--config` is given. The stage picks the config class first (`config_class`), so that `--stage 1` gets Stage I's
+    defaults; the task's defaults (its instruction) fill what the user left unset."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if default_recipe is not None and "--config" not in argv:
+        argv = ["--config", str(default_recipe), *argv]
+    types = (ScoreScriptArguments, config_class(_stage_named(argv)), ModelConfig)
+    script_args, training_args, model_args = parse_with_recipe(types, None, argv)
+    _apply_task_defaults(script_args, training_args)
+    return script_args, training_args, model_args
+
+
+def _apply_task_defaults(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> None:
+    """Fill what the user left unset with the task's defaults, never replacing what was set."""
+    args.turn_instruction = get_task(script_args.task).turn_instruction(args.turn_instruction)
+
+
+def _field_default(cls, name: str):
+    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+
+
+def _model_init_kwargs(args: MultiTurnRLOOConfig, model_args: ModelConfig) -> dict:
+    """`args.model_init_kwargs` with what `model_args` sets added: merged, never replaced. A value both set
+    differently is an error, not a silent choice."""
+    from_model_args = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype if model_args.dtype not in (None, "auto") else None,
+    }
+    names = {"revision": "model_revision", "attn_implementation": "attn_implementation", "dtype": "dtype"}
+    user = dict(args.model_init_kwargs or {})
+    merged = dict(user)
+    for key, value in from_model_args.items():
+        if value is None:
+            continue
+        set_by_user = value != _field_default(ModelConfig, names[key])
+        if key in user and user[key] != value and set_by_user:
+            raise ValueError(
+                f"model_init_kwargs[{key!r}]={user[key]!r} conflicts with {names[key]}={value!r}: set one of them."
+            )
+        merged.setdefault(key, value)
+    return merged
 
 
 def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurnRLOOConfig:
@@ -90,88 +181,31 @@ def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurn
     return config_cls(**{**values, "generation_batch_size": None, "beta": None, **changes})
 
 
-def eval_settings(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> EvalSettings:
-    """How the pipeline evaluates: the trainers' prompt rendering (`args`; the task's instruction when `args` names
-    none) and the script's decoding."""
-    settings = EvalSettings.from_config(
-        args,
-        max_new_tokens=script_args.eval_max_new_tokens,
-        batch_size=script_args.eval_batch_size,
-        do_sample=script_args.eval_do_sample,
-    )
-    if args.turn_instruction is None:
-        settings.instruction = get_task(script_args.task).instruction
-    return settings
-
-
-def evaluate_model(
-    model_path: str, held_out: list[dict], script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, name: str
-) -> dict[str, float]:
-    """The paper's metrics for the model at `model_path` on `held_out`, with the trainers' prompt rendering."""
-    with whole_models(args):
-        model, tokenizer = load_model_and_tokenizer(model_path)
-    model.to(PartialState().device)
-    settings = eval_settings(script_args, args)
-    held_out = [row for row in held_out for _ in range(script_args.eval_samples_per_problem)]
-    out = Path(args.output_dir)
-    # Seeded here, not only at start-up: each evaluation then samples the same whatever ran before it in the process
-    # (pretraining the base model, a stage), so a rerun prints the same table.
-    set_seed(args.seed)
-    metrics, _ = evaluate(
-        model,
-        tokenizer,
-        held_out,
-        get_task(script_args.task).verifier,
-        settings,
-        traces_path=str(out / f"eval_{name}_traces.jsonl"),
-        metrics_path=str(out / f"eval_{name}.json"),
-    )
-    return metrics
-
-
-def train_stage(trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None):
-    """Train one stage (resuming from the last checkpoint in `args.output_dir`), save it and its model card; returns
-    (the path the next stage and the evaluation load, the trainer). A LoRA model is merged for them."""
-    trainer = trainer_cls(model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
-    trainer.answer_format = ANSWER_FORMATS[task.verifier]  # the answer-changed logs read the task's answers
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    if last is not None:
-        logger.info("Resuming %s from %s", trainer_cls.__name__, last)
-    result = trainer.train(resume_from_checkpoint=last)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    trainer.save_model(args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.create_model_card(dataset_name=None, tags=["score-trl"])
-    trainer.accelerator.wait_for_everyone()  # the next stage and the evaluation load what the main process wrote
-    if not is_peft_model(trainer.model):
-        return args.output_dir, trainer
-    # LoRA: the next stage and the evaluation start from the merged model (not under ZeRO-3, where it is sharded)
-    merged_dir = os.path.join(args.output_dir, "merged")
-    if trainer.accelerator.is_main_process:
-        trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(merged_dir)
-        trainer.processing_class.save_pretrained(merged_dir)
-    trainer.accelerator.wait_for_everyone()
-    return merged_dir, trainer
-
-
 def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> StageOneConfig:
-    if script_args.stage != "both":
-        if args.turn_betas[0] <= args.turn_betas[-1]:
-            logger.warning(
-                "Stage I with turn_betas=%s: the method pins turn 1 with a stronger KL (e.g. [0.1, 0.01]).",
-                args.turn_betas,
+    changes = {}
+    if script_args.stage1_max_steps is not None:
+        changes["max_steps"] = script_args.stage1_max_steps
+    if script_args.stage == "1":
+        if not isinstance(args, StageOneConfig):
+            raise TypeError(
+                f"stage='1' trains with a StageOneConfig (turn-1 KL above turn-2 KL), got {type(args).__name__}: "
+                "parse with `score_trl.pipeline.parse_args`, or pass a StageOneConfig."
             )
-        return derive_config(StageOneConfig, args)
-    changes = {"output_dir": os.path.join(args.output_dir, "stage1"), "push_to_hub": False}
+        betas = script_args.stage1_turn_betas
+        if betas is not None:
+            if list(args.turn_betas) not in (list(betas), _field_default(StageOneConfig, "turn_betas")):
+                raise ValueError(
+                    f"stage1_turn_betas={betas} and turn_betas={args.turn_betas} both set Stage I's KL with stage="
+                    "'1': set one of them."
+                )
+            changes["turn_betas"] = list(betas)
+        return derive_config(StageOneConfig, args, **changes) if changes else args
+    changes.update(output_dir=os.path.join(args.output_dir, "stage1"), push_to_hub=False)
     # Stage I's own KL weights, not Stage II's carried over: the script's, else StageOneConfig's default.
-    changes["turn_betas"] = list(script_args.stage1_turn_betas or STAGE_ONE_TURN_BETAS)
+    changes["turn_betas"] = list(script_args.stage1_turn_betas or _field_default(StageOneConfig, "turn_betas"))
     # The recipe's turn_discount and turn_weights are Stage II's experiments: Stage I keeps the paper's returns (a
     # Stage II turn-1 weight would even be refused there, where turn 1 has no reward term).
     changes.update(turn_discount=0.0, turn_weights=None)
-    if script_args.stage1_max_steps is not None:
-        changes["max_steps"] = script_args.stage1_max_steps
     return derive_config(StageOneConfig, args, **changes)
 
 
@@ -195,28 +229,172 @@ def _stage2_config(
     return derive_config(MultiTurnRLOOConfig, args, output_dir=stage2_dir, ref_model_name_or_path=reference)
 
 
-def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args: ModelConfig) -> dict[str, dict]:
-    """The whole pipeline; returns the evaluation results by name ('base', 'stage I', 'SCoRe')."""
+def stage_configs(
+    script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, base_path: str, peft: bool = False
+) -> dict[str, MultiTurnRLOOConfig]:
+    """The config of each stage `script_args.stage` runs, by name ('stage1', 'stage2'), in order: Stage I's with its
+    own KL and steps, Stage II's with its KL reference (the base model at `base_path`, with stage 'both').
+
+    Each config is built when asked for, just before its trainer: building a config resets accelerate's state, and
+    under DeepSpeed a second Accelerator may not be handed a plugin of its own. So the values are functions.
+    """
+    stages = {}
+    if script_args.stage in ("1", "both"):
+        stages["stage1"] = lambda: _stage1_config(script_args, args)
+    if script_args.stage in ("2", "both"):
+        stages["stage2"] = lambda: _stage2_config(script_args, args, base_path, peft)
+    return stages
+
+
+def eval_settings(
+    script_args: ScoreScriptArguments, source: MultiTurnRLOOTrainer | MultiTurnRLOOConfig
+) -> EvalSettings:
+    """How the pipeline evaluates: with the script's decoding, rendering turns as `source` does. A trainer gives its
+    `get_turn_instruction` (per row, a subclass's override included); a config, where there is no trainer (a
+    benchmark's base model, the SFT arms), its `turn_instruction` as `parse_args` resolved it."""
+    decoding = {
+        "max_new_tokens": script_args.eval_max_new_tokens,
+        "batch_size": script_args.eval_batch_size,
+        "do_sample": script_args.eval_do_sample,
+    }
+    if isinstance(source, MultiTurnRLOOConfig):
+        return EvalSettings.from_config(source, source.turn_instruction, **decoding)
+    return EvalSettings.from_trainer(source, **decoding)
+
+
+def evaluate_model(
+    model_path: str,
+    held_out: list[dict],
+    script_args: ScoreScriptArguments,
+    trainer: MultiTurnRLOOTrainer,
+    output_dir: str,
+    name: str,
+) -> dict[str, float]:
+    """The paper's metrics for the model at `model_path` on `held_out`, rendered as `trainer` renders turns."""
+    held_out = [row for row in held_out for _ in range(script_args.eval_samples_per_problem)]
+    metrics, _ = evaluate_checkpoint(
+        model_path,
+        held_out,
+        get_task(script_args.task).verifier,
+        eval_settings(script_args, trainer),
+        load_args=trainer.args,
+        seed=trainer.args.seed,
+        traces_path=str(Path(output_dir) / f"eval_{name}_traces.jsonl"),
+        metrics_path=str(Path(output_dir) / f"eval_{name}.json"),
+    )
+    return metrics
+
+
+def _check_loadable(model_path: str) -> None:
+    """Stop with one line that says why when the model cannot be loaded, before a trainer fails on it with a
+    traceback about repo ids. Its config is the cheap check; only where that fails is the model loaded, by the
+    loader whose errors are one line (`ModelLoadError`), which also loads forms a config alone does not name."""
+    try:
+        AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        load_model_and_tokenizer(model_path)
+
+
+def build_trainer(trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None):
+    """A trainer of `trainer_cls` for `task`: its reward, and its answer format for the answer-changed logs."""
+    trainer = trainer_cls(model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
+    trainer.answer_format = ANSWER_FORMATS[task.verifier]
+    return trainer
+
+
+def train_stage(trainer) -> str:
+    """Train (resuming from the last checkpoint in `args.output_dir`), save the model and its model card; returns
+    the path the next stage and the evaluation load. A LoRA model is merged for them."""
+    args = trainer.args
+    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    if last is not None:
+        logger.info("Resuming %s from %s", type(trainer).__name__, last)
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    trainer.save_model(args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.create_model_card(dataset_name=None, tags=["score-trl"])
+    trainer.accelerator.wait_for_everyone()  # the next stage and the evaluation load what the main process wrote
+    if not is_peft_model(trainer.model):
+        return args.output_dir
+    # LoRA: the next stage and the evaluation start from the merged model (not under ZeRO-3, where it is sharded)
+    merged_dir = os.path.join(args.output_dir, "merged")
+    if trainer.accelerator.is_main_process:
+        trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(merged_dir)
+        trainer.processing_class.save_pretrained(merged_dir)
+    trainer.accelerator.wait_for_everyone()
+    return merged_dir
+
+
+@contextlib.contextmanager
+def each_warning_once() -> Iterator[None]:
+    """Inside, each distinct warning (category and message) is shown at most once; which warnings are shown is left
+    to the filters as they are.
+
+    Python shows a warning once per place it is raised from, but forgets what it has shown whenever the filters
+    change, which every `warnings.catch_warnings()` exit does: TRL enters one while generating, so its
+    `is_gradient_checkpointing is deprecated` FutureWarning was printed at every generation of the demo.
+    """
+    shown: set[tuple[type, str]] = set()
+    show = warnings.showwarning
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if (category, str(message)) not in shown:
+            shown.add((category, str(message)))
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
+RESULT_NAMES = {"stage1": ("stage I", "stage1"), "stage2": ("SCoRe", "final")}  # (table row, eval file name)
+
+
+def run(
+    script_args: ScoreScriptArguments,
+    args: MultiTurnRLOOConfig,
+    model_args: ModelConfig,
+    trainer_classes: tuple[type, type] = (StageOneTrainer, MultiTurnRLOOTrainer),
+) -> dict[str, dict]:
+    """The whole pipeline; returns the evaluation results by name ('base', 'stage I', 'SCoRe').
+
+    `trainer_classes` are Stage I's and Stage II's trainers: pass subclasses to change what they do. Every evaluation
+    renders turns as the stage's trainer does (its `get_turn_instruction`, per row), the base model's as the first
+    stage's trainer does. What the user set in `args` is kept: task defaults and `model_args` only fill what is unset.
+    Each distinct warning is shown once (`each_warning_once`).
+    """
+    with each_warning_once():
+        return _run(script_args, args, model_args, trainer_classes)
+
+
+def _run(
+    script_args: ScoreScriptArguments,
+    args: MultiTurnRLOOConfig,
+    model_args: ModelConfig,
+    trainer_classes: tuple[type, type],
+) -> dict[str, dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
     state = PartialState()
     task = get_task(script_args.task)
     logger.info("task %s, process %d of %d (%s)", task.name, state.process_index, state.num_processes, state.device)
-    if args.turn_instruction is None:
-        args.turn_instruction = task.instruction
+    _apply_task_defaults(script_args, args)
+    if script_args.stage == "2" and (script_args.stage1_max_steps, script_args.stage1_turn_betas) != (None, None):
+        logger.info("stage1_max_steps / stage1_turn_betas unused: stage '2' runs no Stage I.")
     if script_args.smoke:
         args.max_steps = 3
-        script_args.stage1_max_steps = 3 if script_args.stage == "both" else None
+        script_args.stage1_max_steps = 3 if script_args.stage != "2" else None
         script_args.max_eval_samples, script_args.eval_samples_per_problem = 16, 1
         args.save_strategy = "no"
     train_dataset, held_out = script_args.load_data()
 
-    args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        **({"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}),
-    }
+    args.model_init_kwargs = _model_init_kwargs(args, model_args)
     peft_config = get_peft_config(model_args)
     model_path = model_args.model_name_or_path
     if task.offline_model and model_path in (None, "embedded"):
@@ -225,24 +403,19 @@ def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args
             model_path = build_base_model(recipe)
     if model_path is None:
         raise ValueError("model_name_or_path is not set: name the model to train (a hub id or a path).")
+    _check_loadable(model_path)
 
-    base_path = model_path
-    results = {"base": evaluate_model(model_path, held_out, script_args, args, "base")}
-    trainer = None
-    # Each stage's config is built just before its trainer: building a config resets accelerate's state, and under
-    # DeepSpeed a second Accelerator may not be handed a plugin of its own.
-    if script_args.stage in ("1", "both"):
-        stage1_args = _stage1_config(script_args, args)
-        model_path, trainer = train_stage(StageOneTrainer, model_path, stage1_args, train_dataset, task, peft_config)
-        results["stage I"] = evaluate_model(model_path, held_out, script_args, args, "stage1")
-    if script_args.stage in ("2", "both"):
-        trainer = None  # the Stage I trainer's model, optimizer and reference go before Stage II's are built
+    base_path, results, trainer = model_path, {}, None
+    classes = dict(zip(("stage1", "stage2"), trainer_classes, strict=True))
+    for name, make_config in stage_configs(script_args, args, base_path, peft_config is not None).items():
+        trainer = None  # the previous stage's model, optimizer and reference go before this stage's are built
         gc.collect()
-        stage2_args = _stage2_config(script_args, args, base_path, peft_config is not None)
-        model_path, trainer = train_stage(
-            MultiTurnRLOOTrainer, model_path, stage2_args, train_dataset, task, peft_config
-        )
-        results["SCoRe"] = evaluate_model(model_path, held_out, script_args, args, "final")
+        trainer = build_trainer(classes[name], model_path, make_config(), train_dataset, task, peft_config)
+        if not results:  # the base model, evaluated as the first stage's trainer renders turns
+            results["base"] = evaluate_model(base_path, held_out, script_args, trainer, args.output_dir, "base")
+        model_path = train_stage(trainer)
+        row, file_name = RESULT_NAMES[name]
+        results[row] = evaluate_model(model_path, held_out, script_args, trainer, args.output_dir, file_name)
 
     if state.is_main_process:
         table = format_table(results)

@@ -45,6 +45,11 @@ class Task:
     dataset_config: str | None = None
     offline_model: bool = False
 
+    def turn_instruction(self, chosen: str | None = None) -> str:
+        """The instruction shown between attempts: `chosen` when the user set one, else this task's. The pipeline
+        (for its trainers' `turn_instruction`), the SFT baselines and `score-trl-eval` all resolve it here."""
+        return chosen if chosen is not None else self.instruction
+
 
 def _load_embedded(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
     train, held_out = split_problems()

@@ -82,3 +82,19 @@ def test_no_import_cycles():
     for node in graph:
         if node not in state:
             visit(node, [])
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
+def test_benchmarks_import_only_public_names(script):
+    """A benchmark uses the library as a user would: names a module lists in `__all__` (a package's included)."""
+    import importlib
+
+    private = []
+    for node in ast.walk(ast.parse((BENCHMARKS / script).read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("score_trl"):
+            public = set(getattr(importlib.import_module(node.module), "__all__", ()))
+            private += [f"{node.module}.{a.name}" for a in node.names if a.name not in public]
+    assert not private, f"{script} imports names its modules do not make public: {private}"

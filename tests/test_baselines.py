@@ -1,8 +1,16 @@
+import dataclasses
+import json
+
+import pytest
 import torch
+from datasets import Dataset
 from transformers import AutoTokenizer
-from trl import SFTConfig, SFTTrainer
+from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from score_trl.baselines import pair_sft_dataset, star_dataset
+from score_trl.baselines.script import BaselineArguments, run_baseline
+from score_trl.rewards import REWARD_FUNCS
+from score_trl.tasks import TASKS
 
 
 P = "Please fix it."
@@ -41,6 +49,15 @@ def test_star_pairs_are_conversational_prompt_completion():
         {"role": "user", "content": P},
     ]
     assert row["completion"] == [{"role": "assistant", "content": "a1-right"}]
+
+
+def test_pairs_show_each_problem_its_own_instruction():
+    # an instruction that depends on the row, as a trainer's `get_turn_instruction` (EvalSettings.instruction_for)
+    per_row = lambda row, turn: f"Fix problem {row['id']} at turn {turn}."  # noqa: E731
+    star = star_dataset(TRACES, ROWS, per_row, keep_correct=True)
+    pairs = pair_sft_dataset(TRACES, ROWS, per_row, include_correct=True)
+    for row in [*star, *pairs]:
+        assert row["prompt"][2]["content"] == f"Fix problem {row['id']} at turn 2."
 
 
 def test_pair_sft_pairs_wrong_attempts_with_a_correct_response_of_the_same_problem():
@@ -86,3 +103,30 @@ def test_sft_step_trains_only_the_second_attempt(tmp_path, tiny_model_path):
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+@pytest.mark.parametrize("method", ["STaR", "Pair-SFT"])
+def test_baseline_script_end_to_end_on_a_tiny_model(tmp_path, tiny_model_path, monkeypatch, method):
+    """Sample, pair, SFT, evaluate before and after: the script's whole flow, a step of SFT."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(4)]
+    monkeypatch.setitem(
+        TASKS, "math", dataclasses.replace(TASKS["math"], load=lambda *a: (Dataset.from_list(rows), rows[:2]))
+    )
+    # every first attempt wrong and every second right, so that both baselines find pairs whatever the model writes
+    turn_two = lambda prompts, completions, **kw: [float(sum(m["role"] == "user" for m in p) > 1) for p in prompts]  # noqa: E731
+    monkeypatch.setitem(REWARD_FUNCS, "math", turn_two)
+    args = BaselineArguments(
+        task="math", iterations=1, samples_per_problem=1, sample_max_new_tokens=4, eval_max_new_tokens=4,
+        instruction="Try once more.",
+    )  # fmt: skip
+    sft_args = SFTConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True, bf16=False,
+        activation_checkpointing=False, report_to="none", save_strategy="no",
+    )  # fmt: skip
+    results = run_baseline(method, args, sft_args, ModelConfig(model_name_or_path=tiny_model_path))
+    assert list(results) == ["base", method] and results[method]["acc_t2"] == 1.0
+    pairs_file = next(tmp_path.rglob("*pairs.jsonl"))
+    assert all(
+        json.loads(line)["prompt"][2]["content"] == "Try once more." for line in pairs_file.read_text().splitlines()
+    )
+    assert len((tmp_path / "eval_final_traces.jsonl").read_text().splitlines()) == 2

@@ -1,7 +1,10 @@
+import dataclasses
 import json
 import sys
+from importlib.metadata import entry_points
 
 import pytest
+from trl import TrlParser
 
 from score_trl.cli import EvalArguments, ModelLoadError, _load_rows, load_model_and_tokenizer, main, run
 from score_trl.prompts import MATH_SYSTEM_PROMPT
@@ -97,3 +100,26 @@ def test_directory_without_a_model_is_one_line(tmp_path):
     with pytest.raises(ModelLoadError, match="holds no loadable model") as error:
         load_model_and_tokenizer(str(tmp_path))
     assert "\n" not in str(error.value)
+
+
+def test_the_console_script_runs_the_cli():
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "score-trl-eval"]
+    assert script.load() is run
+
+
+def test_help_documents_every_option():
+    text = TrlParser((EvalArguments,)).format_help()
+    for spec in dataclasses.fields(EvalArguments):
+        assert f"--{spec.name}" in text and spec.metadata.get("help")
+
+
+def test_command_line_run_writes_both_files(tmp_path, tiny_model_path, monkeypatch):
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(6)]
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "eval"
+    argv = ["score-trl-eval", "--model_name_or_path", tiny_model_path, "--dataset_name", str(data)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--max_new_tokens", "4", "--output_dir", str(out)])
+    run()
+    assert json.loads((out / "metrics.json").read_text())["n"] == 6
+    assert len((out / "traces.jsonl").read_text().splitlines()) == 6

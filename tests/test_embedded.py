@@ -95,7 +95,7 @@ def test_pretraining_learns_a_practice_trace_only_from_its_steps(monkeypatch):
     seen = []
     original = model.forward
     monkeypatch.setattr(model, "forward", lambda **kw: seen.append(kw) or original(**kw))
-    embedded_model._pretrain(model, recipe, 1, 1e-3, 0, tokenizer, make_problems())
+    embedded_model.pretrain(model, tokenizer, recipe, 1, 1e-3, 0)
     for ids, labels in zip(seen[0]["input_ids"].tolist(), seen[0]["labels"].tolist(), strict=True):
         learned = tokenizer.decode([i for i, label in zip(ids, labels, strict=True) if label != -100])
         assert learned.split()[1] == "-", learned  # "t - b = c , ..." onwards

@@ -71,7 +71,7 @@ def test_evaluation_renders_the_trainers_turns(tmp_path, conversational, bos):
     seen_eval = []
     model = AutoModelForCausalLM.from_pretrained(path)
     eval_contexts = record_generate(model, attempt)
-    settings = EvalSettings.from_config(args, max_new_tokens=4, batch_size=2)
+    settings = EvalSettings.from_trainer(trainer, max_new_tokens=4, batch_size=2)
     evaluate(model, tokenizer, rows, record_reward(seen_eval), settings)
 
     assert len(train_contexts) == len(eval_contexts) == 2  # one generate call per turn in each
@@ -82,6 +82,38 @@ def test_evaluation_renders_the_trainers_turns(tmp_path, conversational, bos):
     assert (first[0] == tokenizer.bos_token_id) == bos  # plain text too: BOS as the tokenizer adds it
     if conversational:
         assert tokenizer.decode(first).startswith(("<|bos|>" if bos else "") + "[terse]")  # the kwargs reach it
+
+
+class HintTrainer(MultiTurnRLOOTrainer):
+    """A subclass that shows each problem its own instruction."""
+
+    def get_turn_instruction(self, example, turn):
+        return f"Hint {example['answer']}: look again at turn {turn}."
+
+
+@pytest.mark.parametrize("conversational", [True, False], ids=["chat", "plain"])
+def test_evaluation_shows_a_subclass_instruction_per_row(tmp_path, conversational):
+    path = save_tiny_model(tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    problems = [f"What is {i} + 1?" for i in range(3)]
+    prompts = [[{"role": "user", "content": p}] for p in problems] if conversational else problems
+    rows = [{"prompt": prompt, "answer": str(i + 1)} for i, prompt in enumerate(prompts)]
+    args = MultiTurnRLOOConfig(
+        output_dir=str(tmp_path / "out"), num_generations=2, turn_instruction="The fixed one.", use_cpu=True,
+        bf16=False, report_to="none",
+    )  # fmt: skip
+    trainer = HintTrainer(path, record_reward([]), args=args, train_dataset=Dataset.from_list(rows))
+    model = AutoModelForCausalLM.from_pretrained(path)
+    contexts = record_generate(
+        model, [*tokenizer(" 2", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    )
+    seen = []
+    evaluate(model, tokenizer, rows, record_reward(seen), EvalSettings.from_trainer(trainer, max_new_tokens=4))
+    for i, row in enumerate(rows):
+        hint = f"Hint {row['answer']}: look again at turn 2."
+        assert hint in tokenizer.decode(contexts[1][i]) and "fixed" not in tokenizer.decode(contexts[1][i])
+        shown = seen[1][i][-1]["content"] if conversational else seen[1][i]
+        assert hint in shown  # the reward functions see the row's own instruction too
 
 
 @pytest.mark.parametrize("conversational", [True, False], ids=["chat", "plain"])

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -281,3 +282,31 @@ def test_plain_text_prompts(tmp_path, tiny_model_path):
     out = trainer._generate_and_score_completions([rows[0]] * 3 + [rows[1]] * 3)
     instruction = out["completion_ids"][0][out["turn_labels"][0] == 0]
     assert trainer.processing_class.decode(instruction) == " Again: fix it "
+
+
+def test_push_to_hub_writes_a_score_model_card(tmp_path, tiny_model_path, monkeypatch):
+    """Everything up to the upload runs; only the two network calls are stubbed."""
+    import transformers.trainer
+
+    uploads = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Url", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            uploads.append((repo_id, {p.name: p.read_bytes() for p in Path(folder_path).iterdir() if p.is_file()}))
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: FakeApi())
+    rows = [{"prompt": [{"role": "user", "content": f"{i} + 1?"}]} for i in range(6)]
+    args = make_args(tmp_path, max_steps=1, hub_model_id="someone/score-tiny")
+    trainer = MultiTurnRLOOTrainer(tiny_model_path, varied_reward, args=args, train_dataset=Dataset.from_list(rows))
+    trainer.train()
+    trainer.model_card_metrics = {"base": {"acc_t1": 0.25, "acc_t2": 0.2}, "SCoRe": {"acc_t1": 0.3, "acc_t2": 0.45}}
+    trainer.push_to_hub()
+    repo_id, files = uploads[-1]
+    assert repo_id == "someone/score-tiny"
+    assert "model.safetensors" in files and "tokenizer.json" in files
+    card = files["README.md"].decode()
+    assert "2409.12917" in card and "Training Language Models to Self-Correct" in card
+    assert "| SCoRe | 0.300 | 0.450 |" in card

@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from ..evaluation import EvalSettings, evaluate
+from ..evaluation import EvalSettings, InstructionFn, evaluate
 
 
 def sample_traces(
@@ -24,8 +24,11 @@ def sample_traces(
     return traces
 
 
-def pair(problem: dict, first: str, instruction: str, second: str) -> dict:
-    """One SFT example: prompt = [x, assistant y1, user instruction], completion = [assistant y2]."""
+def pair(problem: dict, first: str, instruction: str | InstructionFn, second: str) -> dict:
+    """One SFT example: prompt = [x, assistant y1, user instruction], completion = [assistant y2]. `instruction` is
+    a string or, as in `EvalSettings`, a function of (row, turn): the problem's own instruction is the one trained."""
+    if callable(instruction):
+        instruction = instruction(problem, 2)
     return {
         "prompt": [
             *problem["prompt"],

@@ -12,20 +12,20 @@ from collections.abc import Sequence
 from datasets import Dataset
 from trl import SFTConfig
 
-from ..evaluation import EvalSettings
+from ..evaluation import EvalSettings, InstructionFn
 from .common import pair, pairs_dataset, sample_traces, sft_on_pairs
 
 
 def pair_sft_dataset(
     traces: Sequence[dict],
     rows: Sequence[dict],
-    instruction: str,
+    instruction: str | InstructionFn,
     include_correct: bool = False,
     threshold: float = 1.0,
     seed: int = 0,
 ) -> Dataset:
     """The Pair-SFT pairs of `traces`; a problem with no correct response anywhere gives none."""
-    problems = {str(row.get("id", i)): row for i, row in enumerate(rows)}
+    problems = {str(row.get("id", i)): {**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)}
     correct = defaultdict(list)
     for t in traces:
         for turn in ("1", "2"):
@@ -53,7 +53,7 @@ def run_pair_sft(
     """Sample, pair, one epoch of SFT (`args.num_train_epochs`); the pairs are saved to `<output_dir>/pairs.jsonl`."""
     traces = sample_traces(model_path, rows, verifier, settings, samples_per_problem)
     pairs = pair_sft_dataset(
-        traces, rows, settings.instruction, include_correct, settings.correct_threshold, args.seed
+        traces, rows, settings.instruction_for, include_correct, settings.correct_threshold, args.seed
     )
     os.makedirs(args.output_dir, exist_ok=True)
     pairs.to_json(os.path.join(args.output_dir, "pairs.jsonl"))

@@ -13,8 +13,8 @@ from accelerate import PartialState
 from trl import ModelConfig, SFTConfig
 
 from ..data.embedded_model import EmbeddedRecipe, build_base_model
-from ..evaluation import EvalSettings, evaluate
-from ..loading import load_model_and_tokenizer, whole_models
+from ..evaluation import EvalSettings, evaluate_checkpoint
+from ..loading import whole_models
 from ..metrics import format_table
 from ..tasks import TaskArguments, get_task, parse_with_recipe
 from .pair_sft import run_pair_sft
@@ -57,11 +57,10 @@ def parse_baseline_args(default_recipe: Path | None = None, args: list[str] | No
 
 
 def _evaluate(model_path: str, held_out, settings: EvalSettings, verifier: str, sft_args: SFTConfig, name: str):
-    with whole_models(sft_args):
-        model, tokenizer = load_model_and_tokenizer(model_path)
-    model.to(PartialState().device)
     traces_path = str(Path(sft_args.output_dir) / f"eval_{name}_traces.jsonl")
-    return evaluate(model, tokenizer, held_out, verifier, settings, traces_path=traces_path)[0]
+    return evaluate_checkpoint(
+        model_path, held_out, verifier, settings, load_args=sft_args, seed=sft_args.seed, traces_path=traces_path
+    )[0]
 
 
 def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, model_args: ModelConfig) -> dict:
@@ -75,7 +74,7 @@ def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, mode
     if task.offline_model and model_path in (None, "embedded"):
         with PartialState().main_process_first(), whole_models(sft_args):
             model_path = build_base_model(EmbeddedRecipe())
-    instruction = args.instruction or task.instruction
+    instruction = task.turn_instruction(args.instruction)
     sampling = EvalSettings(instruction=instruction, max_new_tokens=args.sample_max_new_tokens, batch_size=64)
     evaluation = EvalSettings(
         instruction=instruction, max_new_tokens=args.eval_max_new_tokens, batch_size=args.eval_batch_size

@@ -11,16 +11,20 @@ from collections.abc import Sequence
 from datasets import Dataset
 from trl import SFTConfig
 
-from ..evaluation import EvalSettings
+from ..evaluation import EvalSettings, InstructionFn
 from .common import pair, pairs_dataset, sample_traces, sft_on_pairs
 
 
 def star_dataset(
-    traces: Sequence[dict], rows: Sequence[dict], instruction: str, keep_correct: bool = False, threshold: float = 1.0
+    traces: Sequence[dict],
+    rows: Sequence[dict],
+    instruction: str | InstructionFn,
+    keep_correct: bool = False,
+    threshold: float = 1.0,
 ) -> Dataset:
     """The STaR pairs of `traces` (`id`, `y1`, `y2`, `r1`, `r2`): wrong -> right, plus right -> right with
     `keep_correct`."""
-    problems = {str(row.get("id", i)): row for i, row in enumerate(rows)}
+    problems = {str(row.get("id", i)): {**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)}
     kept = []
     for t in traces:
         if t["r1"] is None or t["r2"] is None:
@@ -45,7 +49,7 @@ def run_star(
     saved as JSONL in `<output_dir>/iteration-<k>/`. Returns the final model's path."""
     for k in range(1, iterations + 1):
         traces = sample_traces(model_path, rows, verifier, settings, samples_per_problem)
-        pairs = star_dataset(traces, rows, settings.instruction, keep_correct, settings.correct_threshold)
+        pairs = star_dataset(traces, rows, settings.instruction_for, keep_correct, settings.correct_threshold)
         round_args = dataclasses.replace(args, output_dir=os.path.join(args.output_dir, f"iteration-{k}"))
         os.makedirs(round_args.output_dir, exist_ok=True)
         pairs.to_json(os.path.join(round_args.output_dir, "star_pairs.jsonl"))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .embedded import EMBEDDED_INSTRUCTION, build_tokenizer, split_problems
-from .embedded_model import EmbeddedRecipe, build_base_model
+from .embedded import EMBEDDED_INSTRUCTION, build_tokenizer, make_problems, split_problems
+from .embedded_model import EmbeddedRecipe, build_base_model, cached_model, pretrain
 from .math import load_math
 
 
@@ -12,6 +12,9 @@ __all__ = [
     "EmbeddedRecipe",
     "build_base_model",
     "build_tokenizer",
+    "cached_model",
     "load_math",
+    "make_problems",
+    "pretrain",
     "split_problems",
 ]

@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "EMBEDDED_INSTRUCTION",
+    "INVERSE",
     "PRACTICE_FROM",
     "build_tokenizer",
     "first_attempt",

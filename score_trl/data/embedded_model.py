@@ -5,9 +5,8 @@ deterministically (one thread, fixed seeds) and caches it. Pretraining covers al
 RL included, as a real base model has seen problems like its evaluation set: held-out problems measure RL's effect,
 not the base model's generalisation. docs/results.md has the properties of the default base, measured before RL.
 
-A `ContinuedRecipe` continues a base on changed traces; benchmarks/reproduce.py's variant tasks are made this way,
-`COPY_VARIANT` among them: the default base continued on traces that keep the first answer more often, and a wrong
-one less often than a right one (`p_keep_wrong`).
+`pretrain` and `cached_model` are the parts a variant base is made of: benchmarks/variants.py continues the default
+base on changed traces this way, for benchmarks/reproduce.py's variant tasks.
 """
 
 from __future__ import annotations
@@ -17,18 +16,19 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from .embedded import PRACTICE_FROM, build_tokenizer, make_problems, practice_trace, solver_trace
 from .tiny_model import build_tiny_model
 
 
-__all__ = ["COPY_VARIANT", "VARIANTS", "ContinuedRecipe", "EmbeddedRecipe", "build_base_model", "default_cache_dir"]
+__all__ = ["EmbeddedRecipe", "build_base_model", "cached_model", "default_cache_dir", "pretrain"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,57 +67,6 @@ class EmbeddedRecipe:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class ContinuedRecipe:
-    """A base model that continues `parent`'s pretraining on changed traces: keeping the first answer more often, or
-    with a turn-1 solve habit added. Continuing keeps the steps the parent learned: pretrained from scratch with a
-    turn-1 habit on half of the problems, the base computed the check's sum right 60% of the time and its solves
-    after a "no" were right 29% of the time (docs/results.md).
-
-    This is how the copy-prone variant is made: a base that rarely changes its answer is the paper's regime, where
-    naive multi-turn RL can raise turn-1 accuracy and then copy it. On the previous task (no worked solve), keeping
-    a right answer 90% and a wrong one 75% of the time made naive RL's answer-changed rate collapse from 0.16 to
-    0.05 while SCoRe kept changing 0.12-0.18 (docs/results.md).
-    """
-
-    parent: EmbeddedRecipe = EmbeddedRecipe()
-    p_keep: float = 0.9
-    p_keep_wrong: float | None = 0.75
-    steps: int = 600
-    learning_rate: float = 1e-3
-    seed: int = 1
-    p_first_solve: float | None = None  # as `EmbeddedRecipe`'s; None keeps the parent's (as does the next field)
-    first_solve_coefficients: tuple[int, ...] | None = None
-
-    def traces(self) -> EmbeddedRecipe:
-        """The parent's trace probabilities with this continuation's changes."""
-        changes = {"p_keep": self.p_keep, "p_keep_wrong": self.p_keep_wrong}
-        for name in ("p_first_solve", "first_solve_coefficients"):
-            if getattr(self, name) is not None:
-                changes[name] = getattr(self, name)
-        return replace(self.parent, **changes)
-
-    def key(self) -> str:
-        own = {k: v for k, v in asdict(self).items() if k != "parent"}
-        for name in ("p_first_solve", "first_solve_coefficients"):
-            if own[name] is None:  # left to the parent: unhashed, so that entries made before the field still match
-                del own[name]
-        return f"{self.parent.key()}-{hashlib.sha256(json.dumps(own, sort_keys=True).encode()).hexdigest()[:12]}"
-
-
-# The variant bases of benchmarks/reproduce.py's tasks, by name (docs/results.md has their properties).
-COPY_VARIANT = ContinuedRecipe()  # the default base, continued 600 steps on copy-prone traces
-# A capped turn-1 rival (issue 10's property 3): the solver also solves in steps at turn 1, 20% of the time, on the
-# problems with a in {1, 9} only, so that sharpening turn 1 transfers to held-out problems but cannot reach all.
-_RIVAL = {"p_first_solve": 0.2, "first_solve_coefficients": (1, 9)}
-VARIANTS: dict[str, EmbeddedRecipe | ContinuedRecipe] = {
-    "default": EmbeddedRecipe(),
-    "rival": ContinuedRecipe(p_keep=0.6, p_keep_wrong=None, **_RIVAL),
-    "copy": COPY_VARIANT,
-    "copy_rival": ContinuedRecipe(**_RIVAL),
-}
-
-
 def _new_model(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast):
     return build_tiny_model(
         tokenizer,
@@ -130,8 +79,17 @@ def _new_model(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast):
     )
 
 
-def _pretrain(model, traces: EmbeddedRecipe, steps: int, learning_rate: float, seed: int, tokenizer, problems):
-    """`steps` of SFT on solver traces drawn with `traces`'s probabilities, the learning rate decaying linearly."""
+def pretrain(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    traces: EmbeddedRecipe,
+    steps: int,
+    learning_rate: float,
+    seed: int,
+) -> PreTrainedModel:
+    """`steps` of SFT on solver traces of every embedded problem, drawn with `traces`'s probabilities, the learning
+    rate decaying linearly."""
+    problems = make_problems()
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / steps)
@@ -164,39 +122,44 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SCORE_TRL_CACHE", Path.home() / ".cache" / "score_trl"))
 
 
-def build_base_model(
-    recipe: EmbeddedRecipe | ContinuedRecipe | None = None, cache_dir: str | Path | None = None
+def cached_model(
+    name: str,
+    make: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerFast]],
+    description: dict,
+    cache_dir: str | Path | None = None,
 ) -> str:
-    """The path of the embedded base model (and tokenizer), pretraining it on first use (minutes on one CPU thread).
-
-    A `ContinuedRecipe` builds (or reuses) its parent first.
-    """
-    recipe = recipe or EmbeddedRecipe()
-    path = Path(cache_dir or default_cache_dir()) / f"embedded-{recipe.key()}"
+    """The path of the cache entry `name`, made by `make()` on first use: on one thread (deterministic, and faster
+    than two for a model this small), leaving the global random state as it found it, and written whole or not at
+    all. `description` is saved beside it as `recipe.json`."""
+    path = Path(cache_dir or default_cache_dir()) / name
     if (path / "config.json").exists():
         return str(path)
-    parent_path = build_base_model(recipe.parent, cache_dir) if isinstance(recipe, ContinuedRecipe) else None
     logger.info("Pretraining the embedded base model into %s (once; later runs reuse it).", path)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic, and faster than two threads for a model this small
+    torch.set_num_threads(1)
     # Pretraining draws from its own generators but leaves the global ones as it found them, so that what runs next
     # (the base model's evaluation) samples the same whether or not the base model was cached.
     cpu_state = torch.get_rng_state()
     try:
-        tokenizer = build_tokenizer()
-        if parent_path is None:
-            model, traces, steps = _new_model(recipe, tokenizer), recipe, recipe.pretrain_steps
-        else:
-            model = AutoModelForCausalLM.from_pretrained(parent_path)
-            traces = recipe.traces()
-            steps = recipe.steps
-        _pretrain(model, traces, steps, recipe.learning_rate, recipe.seed, tokenizer, make_problems())
+        model, tokenizer = make()
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(cpu_state)
     tmp = path.with_name(path.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    (tmp / "recipe.json").write_text(json.dumps(description, indent=2))
     tmp.rename(path)  # a crash mid-save never leaves a half-written cache entry
     return str(path)
+
+
+def build_base_model(recipe: EmbeddedRecipe | None = None, cache_dir: str | Path | None = None) -> str:
+    """The path of the embedded base model (and tokenizer), pretraining it on first use (minutes on one CPU thread)."""
+    recipe = recipe or EmbeddedRecipe()
+
+    def make():
+        tokenizer = build_tokenizer()
+        model = _new_model(recipe, tokenizer)
+        return pretrain(model, tokenizer, recipe, recipe.pretrain_steps, recipe.learning_rate, recipe.seed), tokenizer
+
+    return cached_model(f"embedded-{recipe.key()}", make, asdict(recipe), cache_dir)

@@ -27,7 +27,14 @@ import threading
 import time
 
 
-__all__ = ["MathVerifier", "equivalent_answers", "extract_final_answer", "last_boxed", "verify_math"]
+__all__ = [
+    "MathVerifier",
+    "equivalent_answers",
+    "extract_final_answer",
+    "last_boxed",
+    "verify_math",
+    "verify_math_in_process",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +111,9 @@ def _parse_answer(answer: str) -> list:
     return _ANSWERS[answer]
 
 
-def _verify(completion: str, gold: str, tail_chars: int) -> float | None:
+def verify_math_in_process(completion: str, gold: str, tail_chars: int = TAIL_CHARS) -> float | None:
+    """`verify_math` in this process, with only math-verify's own timeouts (main thread only): what the worker runs,
+    and the baseline `benchmarks/math_speed.py` measures it against."""
     from math_verify import verify
 
     gold_parsed = _parse_latex(gold)
@@ -139,7 +148,7 @@ def _serve() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         if request["op"] == "verify":
-            result = _verify(request["completion"], request["gold"], request["tail_chars"])
+            result = verify_math_in_process(request["completion"], request["gold"], request["tail_chars"])
         else:
             result = _equivalent(request["first"], request["second"])
         sys.stdout.write(json.dumps(result) + "\n")

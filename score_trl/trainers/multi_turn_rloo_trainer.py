@@ -24,6 +24,7 @@ from .returns import (
     weighted_advantages,
     weighted_rewards,
 )
+from .trl_internals import check_attributes, check_beta_was_applied, check_methods, check_reference_was_named
 from .turn_batch import TurnBatch
 from .turn_metrics import TurnMetricsMixin
 
@@ -113,6 +114,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                 raise ValueError(f"{split} has no `prompt` column (columns: {columns}): rename the problem column.")
         if kwargs.get("rollout_func") is not None:
             raise ValueError(f"{type(self).__name__} generates its turns itself: do not pass `rollout_func`.")
+        check_methods()  # the TRL privates this trainer builds on (score_trl/trainers/trl_internals.py)
 
         # TRL builds the reference model from `model.config._name_or_path`, read while GRPOTrainer.__init__ runs. So the
         # reference is named there: `args.ref_model_name_or_path` if set; else, for an in-memory model (which may lack
@@ -140,11 +142,13 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                 self._reference = copy
             try:
                 super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+                check_reference_was_named(self._reference, getattr(self, "_renamed", None))
             finally:  # the policy keeps its own name (model card, Hub), also when the construction failed
                 if getattr(self, "_renamed", None) is not None:
                     config, name = self._renamed
                     config._name_or_path = name
                 self._reference = self._renamed = None
+        check_attributes(self)
 
         # Set after __init__: `rollout_func` is TRL's (experimental) hook for custom generation; passing it to
         # __init__ would only add a warning addressed to end users.
@@ -253,6 +257,8 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self._rows = inputs  # TRL calls the rollout with the prompts only; it reads per-problem instructions here
+        mode = "train" if self.model.training else "eval"
+        self._metric_counts = {key: len(values) for key, values in self._metrics[mode].items()}
         output = super()._generate_and_score_completions(inputs)
         batch = self._batch
         batch.rewards = weighted_rewards(batch.rewards_per_func, self.reward_weights)
@@ -288,11 +294,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
             per_token_kl = self.beta.per_token_kl
         finally:
             self.beta = scalar_beta
-        if per_token_kl is None:
-            raise RuntimeError(
-                "GRPOTrainer._compute_loss no longer multiplies `self.beta` into the per-token KL, so the per-turn KL "
-                "weights were not applied. Install the TRL version score-trl pins (see pyproject.toml)."
-            )
+        check_beta_was_applied(per_token_kl)
         mode = "train" if self.model.training else "eval"
         attended = inputs["completion_mask"].bool()
         for turn in range(1, self.args.num_turns + 1):

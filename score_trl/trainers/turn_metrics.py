@@ -10,6 +10,7 @@ from trl.trainer.utils import nanstd
 
 from ..metrics import answer_changed, edit_distance_ratio, transition_rates
 from ..rewards import ANSWER_FORMATS
+from .trl_internals import TRL_LAST_TURN_METRICS, check_logged_once
 from .turn_batch import TurnBatch
 
 
@@ -24,17 +25,8 @@ class TurnMetricsMixin:
     """
 
     answer_format: dict = ANSWER_FORMATS["math"]
-
-    # TRL's metrics computed from the last turn's reward or the last token of `y1 | s2 | y2`: replaced by per-turn ones.
-    _LAST_TURN_METRICS = (
-        "reward",
-        "reward_std",
-        "frac_reward_zero_std",
-        "completions/clipped_ratio",
-        "completions/mean_terminated_length",
-        "completions/min_terminated_length",
-        "completions/max_terminated_length",
-    )
+    # the number of values each metric held before TRL logged this batch's (set by the trainer)
+    _metric_counts: dict[str, int] = {}
 
     def _global_mean(self, values: list[float]) -> float:
         """Mean over every process's values; NaN when there are none (an undefined rate, not a zero one)."""
@@ -50,10 +42,11 @@ class TurnMetricsMixin:
     def _log_turn_metrics(self, mode: str, batch: TurnBatch, num_generations: int) -> None:
         metrics = self._metrics[mode]
         per_func = [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
-        for key in (*self._LAST_TURN_METRICS, *per_func):
-            if metrics.get(key):
-                metrics[key].pop()  # appended by GRPOTrainer for this batch
-            if key in metrics and not metrics[key]:
+        replaced = (*TRL_LAST_TURN_METRICS, *per_func)
+        check_logged_once(metrics, self._metric_counts, replaced)  # so that the value removed is this batch's
+        for key in replaced:
+            metrics[key].pop()  # appended by GRPOTrainer for this batch
+            if not metrics[key]:
                 del metrics[key]
         rewards, returns, advantages = batch.rewards, batch.returns, batch.advantages
         judged = ~torch.isnan(rewards)
