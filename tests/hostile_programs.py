@@ -40,6 +40,11 @@ FORGERIES = {
     "m = json.dumps(['value', ['i', '0']]).encode()\n"
     "for fd in range(3, 64):\n    try:\n        os.write(fd, struct.pack('>I', len(m)) + m)\n"
     "    except OSError:\n        pass\n",
+    "well-formed messages that are not lists": WRONG
+    + "import os, struct\nfor fd in range(3, 64):\n    try:\n        os.write(fd, struct.pack('>I', 1) + b'5')\n"
+    "    except OSError:\n        pass\n",
+    "colliding hashes for the judge to decode": "def add(a, b):\n"
+    "    return {k * (2 ** 61 - 1) for k in range(20000)}\n",
     "kill everything it can see": WRONG + "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n"
     "    pass\n",
     "deep nesting": "def add(a, b):\n    x = []\n    for _ in range(5000):\n        x = [x]\n    return x\n",
@@ -64,6 +69,31 @@ HUMANEVAL_FORGERIES = {
     "def double(x):\n    return 0\n",
 }
 
+# (setup code, tests, wrong program): the setup's names and the entry point must stay the judge's and the program's.
+SETUP_FORGERIES = {
+    "shadow a name the setup binds at run time": (
+        "from math import *",
+        "assert add(1, 2) == floor(3.5)\nassert add(20, 22) == floor(3.5)",
+        "def floor(x):\n    return 99\ndef add(a, b):\n    return 99\n",
+    ),
+    "leave the setup's working stub as the entry point": (
+        "def double(x):\n    return 2 * x\n",
+        "def check(candidate):\n    assert candidate(3) == 6\n",
+        "x = 1\n",
+    ),
+}
+# Two programs that pass answers through the kernel (a keyring outlives its run): the reader computes nothing.
+_KEYRING = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+KEY_WRITER = _KEYRING + (
+    "def add(a, b):\n    r = a + b\n    v = str(r).encode()\n"
+    "    libc.syscall(248, b'user', f'add:{a},{b}'.encode(), v, len(v), -4)\n    return r\n"
+)
+KEY_READER = _KEYRING + (
+    "def add(a, b):\n    kid = libc.syscall(249, b'user', f'add:{a},{b}'.encode(), None, -4)\n"
+    "    buf = ctypes.create_string_buffer(64)\n    n = libc.syscall(250, 11, kid, buf, 64)\n"
+    "    return int(buf.value[:n]) if kid > 0 and n > 0 else 0\n"
+)
+
 # Programs that probe for escapes: each prints what it reached; the checks read the printout.
 PROBES = {
     "identity": "import os\nstatus = open('/proc/self/status').read()\n"
@@ -81,6 +111,9 @@ PROBES = {
     "for d in ['/', '/usr', '/usr/lib', '/etc', '/root', '/work', os.path.dirname(os.__file__), MARKER_DIR]:\n"
     "    try:\n        open(os.path.join(d, 'score_trl_pwned'), 'w').write('x')\n        written.append(d)\n"
     "    except OSError:\n        pass\nprint(written)\n",
+    "namespaces and keyrings": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "print(libc.unshare(0x10000000), libc.syscall(248, b'user', b'k', b'v', 1, -4), "
+    "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n",
     "network": "import socket\nfor target in [('127.0.0.1', PORT), '\\0score_trl_hostile_abstract', UNIX_PATH]:\n"
     "    family = socket.AF_INET if isinstance(target, tuple) else socket.AF_UNIX\n"
     "    try:\n        socket.socket(family).connect(target)\n        print('connected', target)\n"
@@ -99,6 +132,9 @@ ATTACKS = {
     "        alive += os.wait()[1] == 0\n    except ChildProcessError:\n        pass\nprint('alive', alive)\n",
     "fill /tmp": "import os\nn = 0\ntry:\n    while n < 2048:\n"
     "        open(f'/tmp/f{n}', 'wb').write(b'x' * (1 << 20))\n        n += 1\nexcept OSError:\n    pass\n"
+    "print('files', n)\n",
+    "fill /dev/shm": "import os\nn = 0\ntry:\n    while n < 2048:\n"
+    "        open(f'/dev/shm/f{n}', 'wb').write(b'x' * (1 << 20))\n        n += 1\nexcept OSError:\n    pass\n"
     "print('files', n)\n",
     "descriptors": "import os\nfds = []\ntry:\n    while len(fds) < 100000:\n        fds.append(os.open('/dev/null', 0))\n"
     "except OSError:\n    pass\nprint('fds', len(fds))\n",
@@ -144,6 +180,12 @@ def failures(sandbox, python: str | None = None) -> list[str]:
         honest = judge("def double(x):\n    return 2 * x\n", HUMANEVAL_TEST, HUMANEVAL_SETUP, "double")
         if honest is not True:
             wrong.append("the honest HumanEval-style program is not scored 1.0")
+        for name, (setup, tests, program) in SETUP_FORGERIES.items():
+            if judge(program, tests, setup, "double" if "check" in tests else None) is not False:
+                wrong.append(f"forgery passed: {name}")
+        judge(KEY_WRITER, "\n".join(MBPP))
+        if judge(KEY_READER, "\n".join(MBPP)) is not False:
+            wrong.append("a program read answers another run left in a kernel keyring")
         for name, program in HUMANEVAL_FORGERIES.items():
             if judge(program, HUMANEVAL_TEST, HUMANEVAL_SETUP, "double") is not False:
                 wrong.append(f"forgery passed: {name}")
@@ -171,6 +213,8 @@ def failures(sandbox, python: str | None = None) -> list[str]:
             wrong.append("read the trainer's environment")
         if out["write everywhere"].strip() != "[]" or os.listdir(marker_dir) != ["sock"]:
             wrong.append(f"wrote on the host: {out['write everywhere']} {os.listdir(marker_dir)}")
+        if out["namespaces and keyrings"].split() != ["-1", "-1", "-1"]:
+            wrong.append(f"made a user namespace, a key or a mount: {out['namespaces and keyrings']}")
         if "connected" in out["network"]:
             wrong.append(f"reached a host socket: {out['network']}")
         for name, program in ATTACKS.items():
@@ -180,8 +224,8 @@ def failures(sandbox, python: str | None = None) -> list[str]:
                 wrong.append(f"{name}: not stopped at the wall time")
             if name == "children over the memory budget" and "alive 4" in result.stdout:
                 wrong.append("four children of 200 MiB ran under memory_mb=512")
-            if name == "fill /tmp" and not result.stdout.startswith("files") or "files 2048" in result.stdout:
-                wrong.append(f"/tmp unbounded: {result.stdout[:100]}")
+            if name.startswith("fill") and (not result.stdout.startswith("files") or "files 2048" in result.stdout):
+                wrong.append(f"{name}: unbounded: {result.stdout[:100]}")
             if name == "descriptors" and int(result.stdout.split()[1]) >= config.max_open_files:
                 wrong.append(f"descriptors unbounded: {result.stdout[:100]}")
             if name == "output flood" and len(result.stdout) > config.max_output_bytes:

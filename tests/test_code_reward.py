@@ -305,3 +305,19 @@ def test_only_builtin_values_cross_and_what_cannot_is_not_scored():
     value = "(1, [2.5, float('inf')], {'a': {3, 4}}, frozenset({b'x'}), 1j, None, True, 'é')"
     assert verify_code(f"def f():\n    return {value}\n", [f"assert f() == {value}"]) == 1.0
     assert verify_code("def f():\n    return float('nan')\n", ["import math\nassert math.isnan(f())"]) == 1.0
+
+
+def test_a_trainer_holding_descriptors_past_1024_can_still_score():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the hard descriptor limit is below 2048 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # select() cannot wait on these numbers
+    try:
+        assert verify_code(GOOD, MBPP_TESTS) == 1.0
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -109,10 +109,11 @@ def test_to_math_rows_keeps_escaped_dollar_gold_answers():
     assert rows["id"] == ["0", "1", "2"]
 
 
-# Answers a policy can write to stall training: a power tower (stopped before sympy sees it), a huge power and deep
-# nesting (stopped by the hard limit), and a quadratic-looking box storm.
+# Answers a policy can write to stall training: a power tower and a huge power (stopped before sympy sees them), a
+# huge binomial and deep nesting (stopped by the hard limit), and a box storm.
 HOSTILE_ANSWERS = [
     r"\boxed{9^{9^{9^{9}}}}",
+    r"\boxed{\binom{99999999}{49999999}}",
     r"\boxed{99999999999999^{99999999999}}",
     r"\boxed{" + "(" * 300 + "1" + ")" * 300 + "}",
     "\\boxed{" * 2000 + "1",
@@ -140,25 +141,82 @@ def test_hostile_answers_are_bounded_on_and_off_the_main_thread(on_main_thread):
         thread.join(timeout=60)
     assert [score for score, _ in results] == [0.0] * len(HOSTILE_ANSWERS)
     assert max(seconds for _, seconds in results) < 3.0
-    assert verifier.timeouts >= 1  # the huge power ran into the hard limit
+    assert verifier.timeouts >= 1  # the binomial ran into the hard limit
     assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # and a fresh worker took over
     verifier.close()
 
 
-def test_a_batch_that_runs_out_of_time_scores_the_rest_zero_and_logs_the_count():
+def test_a_batch_that_runs_out_of_time_leaves_the_rest_unjudged_and_logs_the_counts():
     from score_trl.rewards import make_math_reward
 
     logged = {}
     reward = make_math_reward(answer_timeout=1.0, batch_timeout=1.5)
-    completions = [r"\boxed{2}", HOSTILE_ANSWERS[1], r"\boxed{2}", r"\boxed{2}"]
+    slow = HOSTILE_ANSWERS[1]
+    completions = [r"\boxed{2}", slow, slow, r"\boxed{2}"]
     start = time.monotonic()
     scores = reward(
         prompts=[""] * 4, completions=completions, answer=["2"] * 4, log_metric=lambda k, v: logged.update({k: v})
     )
-    assert time.monotonic() - start < 5
-    # the first is judged, the huge power takes its whole second and scores 0.0; the last two get what is left of
-    # the batch's 1.5 s (a worker restart is not charged to them): every 0.0 here ran out of time, and is counted
-    assert scores[:2] == [1.0, 0.0]
-    assert logged["math_reward/out_of_time"] == float(scores.count(0.0)) >= 1
+    # a restart of the worker is not charged to the answers, but the batch as a whole stays bounded
+    assert time.monotonic() - start < 10
+    # judged; out of its own second; the half second left is not enough for the second slow one; never tried
+    assert scores == [1.0, 0.0, 0.0, None]
+    assert logged == {"math_reward/out_of_time": 2.0, "math_reward/not_judged": 1.0}
     with pytest.raises(ValueError, match="positive"):
         make_math_reward(answer_timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "absurd"),
+    [
+        (r"10^{{10}^{10}}", True),
+        (r"(10^{10})!", True),
+        (r"{99999999}!", True),
+        (r"99999999999999^{99999999999}", True),
+        (r"9^{9^{9^{9}}}", True),
+        ("x^2+y^2", False),
+        ("2^{10}", False),
+        ("10^{100}", False),
+        ("5!", False),
+        (r"\frac{10!}{2}", False),
+        (r"e^{i\pi}", False),
+    ],
+)
+def test_answers_sympy_would_compute_for_minutes_never_reach_it(answer, absurd):
+    from score_trl.rewards.math import _absurd
+
+    assert _absurd(answer) is absurd
+
+
+def test_a_trainer_holding_descriptors_past_1024_can_still_score():
+    import os
+    import resource
+
+    from score_trl.rewards import MathVerifier
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the hard descriptor limit is below 2048 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # select() cannot wait on these numbers
+    try:
+        verifier = MathVerifier()
+        assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0
+        verifier.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_worker_that_cannot_start_is_our_failure_not_a_score(tmp_path, monkeypatch):
+    import sys
+
+    from score_trl.rewards import MathVerifier
+
+    broken = tmp_path / "python3"
+    broken.write_text("#!/bin/sh\necho 'no math-verify here' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    with pytest.raises(RuntimeError, match="no math-verify here"):
+        MathVerifier().verify(r"\boxed{2}", "2")

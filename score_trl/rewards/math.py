@@ -23,6 +23,7 @@ import re
 import select
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -41,12 +42,13 @@ logger = logging.getLogger(__name__)
 # Long completions are clipped before searching: the final answer is at the end, and latex parsing is superlinear.
 TAIL_CHARS = 4000
 ANSWER_TIMEOUT = 5.0
+_START_TIMEOUT = 120.0
 _FINAL_ANSWER = re.compile(r"final answer is\s*\$(.+?)\$(?=[\s.,;]|$)", re.IGNORECASE | re.DOTALL)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MATH_DOLLAR = re.compile(r"(?<!\\)\$")  # a `$` that opens or closes math, not an escaped `\$`
-# A power whose exponent holds another power, or a factorial of a 4+ digit number: sympy would try to evaluate it.
-_ABSURD = re.compile(r"\^\s*\{[^}]*\^|\^\s*\(?\s*\d+\s*\)?\s*\^|\d{4,}\s*!|\\(?:operatorname\{)?(?:fact)")
 _MAX_ANSWER_CHARS = 300
+_EXPONENT_DIGITS = 4  # 10^{1000} is an answer; 10^{10000} or a power of a power is sympy computing for minutes
+_FACTORIAL = re.compile(r"\d{3,}\s*!|[)}]\s*!|\\(?:operatorname\{)?fact")
 
 
 def last_boxed(text: str) -> tuple[int, str] | None:
@@ -81,8 +83,35 @@ def extract_final_answer(completion: str, tail_chars: int = TAIL_CHARS) -> str |
     return answer or None
 
 
+def _exponents(answer: str) -> list[str]:
+    """What follows each `^` (or `**`): a balanced `{...}` or `(...)` group, else the next token."""
+    found = []
+    for match in re.finditer(r"\^|\*\*", answer):
+        rest = answer[match.end() :].lstrip()
+        if rest[:1] in ("{", "("):
+            close, depth = {"{": "}", "(": ")"}[rest[0]], 0
+            for i, char in enumerate(rest):
+                depth += (char == rest[0]) - (char == close)
+                if depth == 0:
+                    found.append(rest[1:i])
+                    break
+            else:
+                found.append(rest[1:])
+        else:
+            found.append(re.match(r"[\w.\\]*", rest).group())
+    return found
+
+
 def _absurd(answer: str) -> bool:
-    return len(answer) > _MAX_ANSWER_CHARS or _ABSURD.search(answer) is not None
+    """Answers no honest solution writes and sympy would compute for long: too long, a power of a power, an exponent
+    of 4+ digits, a factorial of a 3+ digit number or of an expression."""
+    if len(answer) > _MAX_ANSWER_CHARS or _FACTORIAL.search(answer):
+        return True
+    for exponent in _exponents(answer):
+        digits = re.sub(r"\D", "", exponent)
+        if "^" in exponent or "**" in exponent or "!" in exponent or len(digits) >= _EXPONENT_DIGITS:
+            return True
+    return False
 
 
 # ---- run in the worker process (math-verify imported there only) ----
@@ -145,9 +174,13 @@ def _equivalent(first: str, second: str) -> bool:
 
 def _serve() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    import math_verify  # noqa: F401 - imported before the first answer's clock starts
+
     for line in sys.stdin:
         request = json.loads(line)
-        if request["op"] == "verify":
+        if request["op"] == "ping":
+            result = "pong"
+        elif request["op"] == "verify":
             result = verify_math_in_process(request["completion"], request["gold"], request["tail_chars"])
         else:
             result = _equivalent(request["first"], request["second"])
@@ -165,15 +198,17 @@ class MathVerifier:
         self.answer_timeout = answer_timeout
         self.timeouts = 0  # answers that ran out of time, over this verifier's life
         self._proc: subprocess.Popen | None = None
+        self._stderr = None
         self._lock = threading.Lock()
 
     def _start(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - kept for the worker's life, for its errors
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", os.path.abspath(__file__)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=self._stderr,
                 text=True,
             )
         return self._proc
@@ -183,30 +218,47 @@ class MathVerifier:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+            self._stderr.close()
 
     def ask(self, request: dict, timeout: float | None = None, default=0.0):
-        """The worker's answer to `request`, or `default` (and a count in `timeouts`) past the time limit. The first
-        request also waits for the worker to import math-verify, which is not counted against the answer."""
+        """The worker's answer to `request`, or `default` (and a count in `timeouts`) past the time limit. A fresh
+        worker's start (importing math-verify) is waited for first and not counted against the answer; a worker that
+        cannot start at all is our failure, raised as `RuntimeError`, never scored."""
         with self._lock:
-            fresh = self._proc is None or self._proc.poll() is not None
-            proc = self._start()
+            if self._proc is None or self._proc.poll() is not None:
+                # the worker's start (importing math-verify, seconds on a loaded machine) is not the answer's time
+                self._start()
+                try:
+                    self._exchange({"op": "ping"}, _START_TIMEOUT)
+                except (TimeoutError, BrokenPipeError) as error:
+                    self._stderr.seek(0)
+                    detail = self._stderr.read().decode(errors="replace").strip()[-1000:]
+                    self._kill()
+                    raise RuntimeError(
+                        f"The math-verify worker ({sys.executable}) could not start (waited up to {_START_TIMEOUT:.0f} s): "
+                        f"{detail or 'no error output'}. It needs math-verify importable by that interpreter."
+                    ) from error
             limit = min(self.answer_timeout, timeout if timeout is not None else self.answer_timeout)
-            deadline = time.monotonic() + limit + (60.0 if fresh else 0.0)
             try:
-                proc.stdin.write(json.dumps(request) + "\n")
-                proc.stdin.flush()
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-                        raise TimeoutError
-                    line = proc.stdout.readline()
-                    if not line:  # the worker died (out of memory, a crash in sympy): the answer is not scorable
-                        raise TimeoutError
-                    return json.loads(line)
+                return self._exchange(request, limit)
             except (TimeoutError, BrokenPipeError):
                 self.timeouts += 1
                 self._kill()
                 return default
+
+    def _exchange(self, request: dict, limit: float):
+        proc, deadline = self._proc, time.monotonic() + limit
+        proc.stdin.write(json.dumps(request) + "\n")
+        proc.stdin.flush()
+        poller = select.poll()  # not select(): a trainer may hold descriptors numbered past 1024
+        poller.register(proc.stdout, select.POLLIN)
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise TimeoutError
+        line = proc.stdout.readline()  # one line per request: it is complete once any of it is readable
+        if not line:  # the worker died (out of memory, a crash in sympy): the answer is not scorable
+            raise TimeoutError
+        return json.loads(line)
 
     def verify(self, completion: str, gold: str, tail_chars: int = TAIL_CHARS, timeout: float | None = None):
         return self.ask({"op": "verify", "completion": completion[-tail_chars:], "gold": gold, "tail_chars": tail_chars},

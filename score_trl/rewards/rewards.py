@@ -28,33 +28,40 @@ def completion_text(completion: str | list[dict]) -> str:
 def math_reward(prompts: list, completions: list, answer: Sequence[str], **kwargs) -> list[float | None]:
     r"""1.0 when a completion's final answer (`\boxed{}` or the paper's "The final answer is $...$") matches the
     dataset column `answer`, 0.0 when it does not, has none or runs out of time, None when the gold answer cannot be
-    parsed. Time limits: 5 s per answer, 60 s per batch (`make_math_reward` sets others)."""
+    parsed or the batch's time ran out before it was judged. Time limits: 5 s per answer, 60 s per batch
+    (`make_math_reward` sets others)."""
     return _default_math_reward(prompts, completions, answer, **kwargs)
 
 
 def make_math_reward(answer_timeout: float = 5.0, batch_timeout: float = 60.0) -> Callable[..., list[float | None]]:
     """A `math_reward` with its own time limits: `answer_timeout` seconds for one answer (math-verify runs in a worker
-    process that is killed past it), `batch_timeout` for a whole call. An answer that runs out of either scores 0.0;
-    how many did is logged (a warning, and `math_reward/out_of_time` through TRL's `log_metric`)."""
+    process that is killed past it) and `batch_timeout` for a whole call. An answer that runs out of its time scores
+    0.0; answers left untried when the batch's time is spent score None (TRL skips them: another answer spent the
+    time). Both counts are logged (a warning, and `math_reward/out_of_time`, `math_reward/not_judged` through TRL's
+    `log_metric`)."""
     if answer_timeout <= 0 or batch_timeout <= 0:
         raise ValueError(f"answer_timeout and batch_timeout must be positive, got {answer_timeout}, {batch_timeout}.")
     verifier = MathVerifier(answer_timeout)
 
     def reward(prompts: list, completions: list, answer: Sequence[str], **kwargs) -> list[float | None]:
-        start, scores, out_of_time = time.monotonic(), [], 0
+        start, scores, out_of_time, untried = time.monotonic(), [], 0, 0
         for completion, gold in zip(completions, answer, strict=True):
             left = batch_timeout - (time.monotonic() - start)
-            if left <= 0:
-                scores.append(0.0)
-                out_of_time += 1
+            if left <= 0:  # never judged: another answer spent the batch's time, so "cannot judge", not wrong
+                scores.append(None)
+                untried += 1
                 continue
             before = verifier.timeouts
             scores.append(verifier.verify(completion_text(completion), str(gold), timeout=left))
             out_of_time += verifier.timeouts - before
-        if out_of_time:
-            logger.warning("math_reward: %d of %d answers ran out of time and scored 0.0", out_of_time, len(scores))
+        if out_of_time or untried:
+            logger.warning(
+                "math_reward: %d of %d answers ran out of time (scored 0.0), %d were not judged (None)",
+                out_of_time, len(scores), untried,
+            )  # fmt: skip
         if callable(kwargs.get("log_metric")):
             kwargs["log_metric"]("math_reward/out_of_time", float(out_of_time))
+            kwargs["log_metric"]("math_reward/not_judged", float(untried))
         return scores
 
     return functools.update_wrapper(reward, math_reward)

@@ -37,11 +37,14 @@ def _serve(setup: str, solution: str, request_fd: int, response_fd: int, limit: 
     import wire
 
     namespace = {"__name__": "solution", "__builtins__": builtins}
+    from_setup = {}
     try:
         for path in (setup, solution):
             with open(path) as f:
                 code = compile(f.read(), "solution" if path == solution else "test_setup", "exec")
             exec(code, namespace)
+            if path == setup:
+                from_setup = dict(namespace)
     except BaseException as error:  # noqa: B036 - the solution's SystemExit too: it did not load
         wire.send(response_fd, ["load_error", _error_name(error)])
         return
@@ -52,7 +55,8 @@ def _serve(setup: str, solution: str, request_fd: int, response_fd: int, limit: 
         except EOFError:
             return
         op, name = request[0], request[1]
-        if name not in namespace:
+        own_only = op == "resolve" and request[2]
+        if name not in namespace or (own_only and from_setup.get(name, namespace) is namespace[name]):
             wire.send(response_fd, ["missing"])
             continue
         target = namespace[name]

@@ -2,7 +2,8 @@
 
 The view: the system's libraries and programs (`/usr`, `/lib*`, `/bin`, `/sbin`, `/etc/ld.so.cache`), the
 interpreter's installation (its prefixes: a virtualenv and the Python it was made from, wherever they live), the
-run's own files at `JOB_DIR` (read-only), and a private, sized tmpfs at `/tmp` as the only writable place. Never `/`,
+run's own files at `JOB_DIR` (read-only), and private, sized tmpfs at `/tmp` and `/dev/shm` as the only writable
+places. A seccomp filter (`seccomp.py`) closes kernel keyrings, new user namespaces and mounts. Never `/`,
 `$HOME`, the trainer's environment, its checkpoints or host sockets. Its own pid, network, IPC, UTS and cgroup
 namespaces.
 
@@ -133,20 +134,25 @@ def _supports(flag: str) -> bool:
         return False
 
 
-def bwrap_command(python: str, job_dir: str, tmpfs_mb: int, uid: int, argv: list[str]) -> list[str]:
-    """The command that runs `argv` (the interpreter and its arguments) in the sandbox."""
+def bwrap_command(python: str, job_dir: str, tmpfs_mb: int, uid: int, argv: list[str], seccomp_fd: int) -> list[str]:
+    """The command that runs `argv` (the interpreter and its arguments) in the sandbox, with the seccomp filter
+    (`seccomp.py`) that bwrap reads from `seccomp_fd`."""
     as_root = os.geteuid() == 0
     command = [
         require_bwrap(),
         *_system_binds(),
         "--proc", "/proc", "--dev", "/dev",
+        # bwrap's /dev is a tmpfs without a size, writable by a plain user's sandbox: /dev/shm gets a size of its own
+        # and the rest of /dev is made read-only below
+        "--perms", "1777", "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", "/dev/shm",
         "--perms", "1777", "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp", "--chdir", "/tmp",
         # after /tmp: an interpreter installed below it (a virtualenv made under /tmp, as CI and tox do) is bound
         # back over the private tmpfs, read-only, and nothing else of the host's /tmp is visible
         *_interpreter_binds(python),
         "--ro-bind", job_dir, JOB_DIR,
         # the root bwrap builds is a tmpfs without a size: read-only, so /tmp stays the only (sized) writable place
-        "--remount-ro", "/",
+        "--remount-ro", "/", "--remount-ro", "/dev",
+        "--seccomp", str(seccomp_fd),
         "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
         "--die-with-parent", "--new-session",
     ]  # fmt: skip

@@ -101,20 +101,27 @@ def judge(job: dict, candidate: _Candidate) -> dict:
     except (EOFError, OSError, wire.WireError):
         return {"passed": False, "why": "the candidate program exited before it was ready"}
     if first != ["ready"]:
-        return {"passed": False, "why": f"the solution did not load: {first[1:2]}"}
+        return {"passed": False, "why": f"the solution did not load: {str(first)[:200]}"}
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
         exec(compile(setup, "test_setup", "exec"), namespace)
+        # What the setup code defined is the judge's own (also names it binds at run time, `from math import *`),
+        # except the function under test, which the setup may only declare (HumanEval's prompt).
+        names = {name for name in names if name not in namespace}
         if entry_point:
             names.add(entry_point)
         for name in sorted(names):
-            reply = candidate.ask(["resolve", name])
+            # the entry point must be the program's own, not the setup's stub run in its process before it
+            reply = candidate.ask(["resolve", name, name == entry_point])
             if reply[0] == "callable":
                 namespace[name] = _Proxy(candidate, name)
-            elif reply[0] == "module" and str(reply[1]) in sys.stdlib_module_names:
-                namespace[name] = importlib.import_module(str(reply[1]))
+            elif reply[0] == "module" and len(reply) == 2 and reply[1] == name and name in sys.stdlib_module_names:
+                # only a standard-library module that the tests name as itself (`math` for `math.isclose`)
+                namespace[name] = importlib.import_module(name)
             elif reply[0] == "value":
                 namespace[name] = candidate.value(reply, name)
+            else:  # the program does not define it: neither may the setup's stand-in
+                namespace.pop(name, None)
         exec(compile(tests, "tests", "exec"), namespace)
         if entry_point:
             namespace["check"](namespace[entry_point])
@@ -132,7 +139,10 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     # The tests' own prints must not mix with the verdict, which has a descriptor of its own.
     os.dup2(2, 1)
-    verdict = judge(job, _Candidate(response_fd, request_fd, limit))
+    try:
+        verdict = judge(job, _Candidate(response_fd, request_fd, limit))
+    except BaseException as error:  # noqa: B036 - whatever the program sent, the judge answers with a verdict
+        verdict = {"passed": False, "why": f"the test runner failed on the program's input: {error!r}"[:500]}
     os.write(verdict_fd, json.dumps(verdict).encode())
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import select
 import shutil
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from .config import SandboxConfig, SandboxError, SandboxResult
 from .isolation import JOB_DIR, bwrap_command, warn_unisolated
 from .limits import limits_prefix, make_cgroup
+from .seccomp import filter_program
 
 
 __all__ = ["run_python", "run_tests"]
@@ -67,7 +69,9 @@ class _Launched:
         """Wait until the bootstrap reports that it started: True, False when it ended without starting, None when
         it did not start within `timeout`. The program's wall time counts from then: a slow start on a loaded machine
         is the sandbox's, not the program's."""
-        if not select.select([self.start_fd], [], [], timeout)[0]:
+        poller = select.poll()  # not select(): a trainer may hold descriptors numbered past 1024
+        poller.register(self.start_fd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
             self.reported = False  # a report that comes later is too late: the run is the sandbox's failure
             return None
         self.reported = os.read(self.start_fd, 1) == b"1"
@@ -149,9 +153,14 @@ def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tupl
     argv = [python, "-I", f"{root}/bootstrap.py", str(start_write), str(nproc), *[a.format(job=root) for a in args]]
     # unnamed files the host opened: outlive this function, closed once read (`_Launched.close`)
     stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115
+    seccomp_fd = None
     try:
         if isolation == "bwrap":
-            command, cwd = bwrap_command(python, job_dir, config.tmpfs_mb, config.uid, argv), "/"
+            seccomp_fd, seccomp_write = os.pipe()
+            os.write(seccomp_write, filter_program())  # a few hundred bytes: well within the pipe's buffer
+            os.close(seccomp_write)
+            command, cwd = bwrap_command(python, job_dir, config.tmpfs_mb, config.uid, argv, seccomp_fd), "/"
+            pass_fds = (*pass_fds, seccomp_fd)
         else:
             command, cwd = argv, job_dir
         prefix = limits_prefix(
@@ -182,6 +191,8 @@ def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tupl
         raise SandboxError(f"The code sandbox could not start ({isolation} mode): {cause}") from error
     finally:
         os.close(start_write)
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
     return _Launched(proc, isolation, python, start_read, stderr, stdout, cgroup)
 
 
@@ -250,11 +261,14 @@ def run_tests(
         ]  # fmt: skip
         launched = _launch(config, job_dir, args, (request_read, response_write))
         judge, judge_err, timed_out = None, tempfile.TemporaryFile(), False  # noqa: SIM115 - closed below
+        # the wall time, not the CPU limit, ends a judge kept busy by the program's values: a judge killed by its
+        # own limit would read as a failure of the sandbox
+        judge_cpu = max(config.cpu_time, math.ceil(config.wall_time)) + 5
         try:
             pipes.close(request_read, response_write)
             try:
                 judge = subprocess.Popen(
-                    [*limits_prefix(config.cpu_time, config.memory_mb << 20, limit, 256, None),
+                    [*limits_prefix(judge_cpu, config.memory_mb << 20, limit, 256, None),
                      launched.python, "-I", os.path.join(_HERE, "judge_main.py"), str(response_read),
                      str(request_write), str(verdict_write), str(limit)],
                     env=_ENV,
