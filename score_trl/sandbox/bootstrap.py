@@ -1,12 +1,15 @@
-"""The first code that runs in the sandbox (copied there with `wire.py`); everything after `_started` is the model's.
+"""The first code that runs in the sandbox (this package's directory is bound there read-only); everything after
+`_started` is the model's.
 
-`bootstrap.py START_FD NPROC run PROGRAM`: run a program as `python PROGRAM` would.
-`bootstrap.py START_FD NPROC serve SETUP SOLUTION REQUEST_FD RESPONSE_FD`: run the setup code and the solution, then
+`bootstrap.py SITE START_FD NPROC run PROGRAM`: run a program as `python PROGRAM` would.
+`bootstrap.py SITE START_FD NPROC serve SETUP SOLUTION REQUEST_FD RESPONSE_FD LIMIT`: run the setup code and
+the solution, then
 answer the judge's requests (the value of a name, a call of a function) with values from `wire` until the judge hangs
 up. The judge runs the tests in its own process outside the sandbox: nothing here decides a verdict.
 """
 
 import builtins
+import json
 import os
 import resource
 import sys
@@ -89,13 +92,17 @@ def _reply(fd: int, value) -> None:
 
 
 def main() -> None:
-    start_fd, nproc, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    site, start_fd, nproc, mode = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    # Run with -S: site-packages and a virtualenv's prefix as `site` would have set them (without running .pth files)
+    sys.path.extend(site["path"])
+    sys.prefix, sys.exec_prefix = site["prefix"] or sys.prefix, site["exec_prefix"] or sys.exec_prefix
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     _started(start_fd, nproc)
     if mode == "run":
-        _run(sys.argv[4])
+        sys.path.insert(0, os.path.dirname(sys.argv[5]))  # as `python program.py` puts the program's directory first
+        _run(sys.argv[5])
     else:
-        setup, solution, request_fd, response_fd, limit = sys.argv[4:9]
+        setup, solution, request_fd, response_fd, limit = sys.argv[5:10]
         _serve(setup, solution, int(request_fd), int(response_fd), int(limit))
 
 

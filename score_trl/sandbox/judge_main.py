@@ -1,7 +1,7 @@
 """The trusted test runner: runs a problem's tests in its own process, outside the sandbox, against the candidate.
 
-`python -I judge_main.py RESPONSE_FD REQUEST_FD VERDICT_FD LIMIT`, with `{"setup", "tests", "entry_point"}` as JSON on
-stdin. The names the tests use but do not define (the function under test; for HumanEval the entry point, even
+`python -I -S judge_main.py SITE RESPONSE_FD REQUEST_FD VERDICT_FD LIMIT`, with `{"setup", "tests", "entry_point"}`
+as JSON on stdin (SITE: what `site` would have set up, `isolation.site_setup`). The names the tests use but do not define (the function under test; for HumanEval the entry point, even
 where the setup code defines a stub of it) are resolved in the candidate: a function becomes a proxy whose calls
 send the arguments across and decode the result with `wire`, a standard-library module is imported here, plain data
 is decoded. The verdict goes to VERDICT_FD, which the candidate cannot reach: {"passed": true | false | null, "why"}.
@@ -135,7 +135,8 @@ def judge(job: dict, candidate: _Candidate) -> dict:
 
 
 def main() -> None:
-    response_fd, request_fd, verdict_fd, limit = map(int, sys.argv[1:5])
+    sys.path.extend(json.loads(sys.argv[1])["path"])  # run with -S: site-packages as `site` adds them, for the tests
+    response_fd, request_fd, verdict_fd, limit = map(int, sys.argv[2:6])
     job = json.loads(sys.stdin.read())
     # The tests' own prints must not mix with the verdict, which has a descriptor of its own.
     os.dup2(2, 1)

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 
 from .config import SandboxConfig, SandboxError, SandboxResult
-from .isolation import JOB_DIR, bwrap_command, warn_unisolated
+from .isolation import JOB_DIR, LIB_DIR, bwrap_command, site_setup, warn_unisolated
 from .limits import limits_prefix, make_cgroup
 from .seccomp import filter_program
 
@@ -130,13 +130,11 @@ class _Launched:
 def _write_job(job_dir: str, files: dict[str, str]) -> None:
     # Readable by the sandbox's unprivileged user; the host never reads anything back from here.
     os.chmod(job_dir, 0o755)
-    for name in ("bootstrap.py", "wire.py"):
-        shutil.copyfile(os.path.join(_HERE, name), os.path.join(job_dir, name))
     for name, text in files.items():
-        with open(os.path.join(job_dir, name), "w") as f:
+        path = os.path.join(job_dir, name)
+        with open(path, "w") as f:
             f.write(text)
-    for name in os.listdir(job_dir):
-        os.chmod(os.path.join(job_dir, name), 0o644)
+        os.chmod(path, 0o644)
 
 
 def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tuple[int, ...]) -> _Launched:
@@ -148,9 +146,11 @@ def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tupl
     per_process = config.memory_mb if cgroup is not None else max(config.memory_mb // config.max_processes, 1)
     nproc = 0 if cgroup is not None else config.max_processes + 1  # + bwrap's init in the pid namespace
     start_read, start_write = os.pipe()
-    root = JOB_DIR if isolation == "bwrap" else job_dir
-    # -I: ignore PYTHON* variables and the user's site directory; no -O, so `assert` stays on.
-    argv = [python, "-I", f"{root}/bootstrap.py", str(start_write), str(nproc), *[a.format(job=root) for a in args]]
+    root, lib = (JOB_DIR, LIB_DIR) if isolation == "bwrap" else (job_dir, _HERE)
+    # -I: ignore PYTHON* variables and the user's site directory; -S: the bootstrap adds site-packages itself; no -O,
+    # so `assert` stays on.
+    argv = [python, "-I", "-S", f"{lib}/bootstrap.py", site_setup(python), str(start_write), str(nproc)]
+    argv += [a.format(job=root) for a in args]
     # unnamed files the host opened: outlive this function, closed once read (`_Launched.close`)
     stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115
     seccomp_fd = None
@@ -269,7 +269,8 @@ def run_tests(
             try:
                 judge = subprocess.Popen(
                     [*limits_prefix(judge_cpu, config.memory_mb << 20, limit, 256, None),
-                     launched.python, "-I", os.path.join(_HERE, "judge_main.py"), str(response_read),
+                     launched.python, "-I", "-S", os.path.join(_HERE, "judge_main.py"),
+                     site_setup(launched.python), str(response_read),
                      str(request_write), str(verdict_write), str(limit)],
                     env=_ENV,
                     stdin=subprocess.PIPE,

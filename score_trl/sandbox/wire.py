@@ -4,7 +4,7 @@ The only thing a test ever compares is a value decoded here on the trusted side:
 infinities too), complex, str, bytes, and tuples, lists, dicts, sets and frozensets of them. No object of the model's
 making crosses, so no `__eq__`, `__hash__` or `__abs__` of its choosing runs where the verdict is made.
 
-This module is run on both sides of the boundary (it is copied into the sandbox): standard library only.
+This module runs on both sides of the boundary (the sandbox sees this package read-only): standard library only.
 """
 
 import json
