@@ -37,3 +37,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def venv_under_tmp():
+    """A pip-less virtualenv of the running interpreter under /tmp itself, whatever TMPDIR says: /tmp is what the code
+    sandbox replaces with its own tmpfs. Returns its python."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="score_trl_venv_", dir="/tmp")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(root, "venv")], check=True)
+    yield os.path.join(root, "venv", "bin", "python")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def descriptors_past_1024():
+    """This process holding 1,100 more open descriptors, as a trainer may: select() cannot wait on their numbers."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("the hard descriptor limit is below 2048 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    yield
+    for fd in held:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,8 +1,6 @@
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -17,15 +15,6 @@ GOOD = "def add(a, b):\n    return a + b\n"
 FAST = SandboxConfig(wall_time=3.0, cpu_time=3)
 sys.path.insert(0, os.path.dirname(__file__))
 import hostile_programs  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def venv_under_tmp():
-    # Under /tmp itself whatever TMPDIR says: /tmp is what bwrap replaces with a private, empty tmpfs.
-    root = tempfile.mkdtemp(prefix="score_trl_venv_", dir="/tmp")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(root, "venv")], check=True)
-    yield os.path.join(root, "venv", "bin", "python")
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, params=["running", pytest.param("venv_under_tmp", marks=pytest.mark.slow)])
@@ -307,17 +296,5 @@ def test_only_builtin_values_cross_and_what_cannot_is_not_scored():
     assert verify_code("def f():\n    return float('nan')\n", ["import math\nassert math.isnan(f())"]) == 1.0
 
 
-def test_a_trainer_holding_descriptors_past_1024_can_still_score():
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 2048:
-        pytest.skip("the hard descriptor limit is below 2048 here")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
-    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # select() cannot wait on these numbers
-    try:
-        assert verify_code(GOOD, MBPP_TESTS) == 1.0
-    finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+def test_a_trainer_holding_descriptors_past_1024_can_still_score(descriptors_past_1024):
+    assert verify_code(GOOD, MBPP_TESTS) == 1.0

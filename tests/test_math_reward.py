@@ -188,25 +188,12 @@ def test_answers_sympy_would_compute_for_minutes_never_reach_it(answer, absurd):
     assert _absurd(answer) is absurd
 
 
-def test_a_trainer_holding_descriptors_past_1024_can_still_score():
-    import os
-    import resource
-
+def test_a_trainer_holding_descriptors_past_1024_can_still_score(descriptors_past_1024):
     from score_trl.rewards import MathVerifier
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 2048:
-        pytest.skip("the hard descriptor limit is below 2048 here")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
-    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # select() cannot wait on these numbers
-    try:
-        verifier = MathVerifier()
-        assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0
-        verifier.close()
-    finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    verifier = MathVerifier()
+    assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0
+    verifier.close()
 
 
 def test_a_worker_that_cannot_start_is_our_failure_not_a_score(tmp_path, monkeypatch):

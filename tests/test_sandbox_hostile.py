@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -20,15 +19,6 @@ import hostile_programs  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 UNPRIVILEGED = 65534
-
-
-@pytest.fixture(scope="module")
-def venv_under_tmp():
-    # Under /tmp itself whatever TMPDIR says: /tmp is what the sandbox replaces with its own tmpfs.
-    root = tempfile.mkdtemp(prefix="score_trl_venv_", dir="/tmp")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", os.path.join(root, "venv")], check=True)
-    yield os.path.join(root, "venv", "bin", "python")
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("interpreter", ["running", "venv_under_tmp"])
