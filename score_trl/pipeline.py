@@ -26,7 +26,7 @@ from trl import ModelConfig, get_peft_config
 
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .evaluation import EvalSettings, evaluate
-from .loading import load_model_and_tokenizer, whole_models
+from .loading import load_model_and_tokenizer, resolve_model_path, whole_models
 from .metrics import format_table
 from .rewards import ANSWER_FORMATS
 from .tasks import Task, TaskArguments, get_task, parse_with_recipe
@@ -215,7 +215,7 @@ def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args
         **({"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}),
     }
     peft_config = get_peft_config(model_args)
-    model_path = model_args.model_name_or_path
+    model_path = resolve_model_path(model_args.model_name_or_path)  # a GGUF file or packaged model: its checkpoint
     if task.offline_model and model_path in (None, "embedded"):
         recipe = EmbeddedRecipe(pretrain_steps=150) if script_args.smoke else EmbeddedRecipe()
         with state.main_process_first(), whole_models(args):
