@@ -80,10 +80,8 @@ def main(base: BaseArguments, script_args: ScoreScriptArguments, args: MultiTurn
     rows = []
     for name, temperature in runs:
         settings = eval_settings(script_args, args)
-        problems = held_out
-        if temperature is not None:
-            settings.do_sample, settings.temperature = True, temperature
-            problems = [row for row in held_out for _ in range(base.samples)]
+        settings.do_sample, settings.temperature = temperature is not None, temperature or 1.0
+        problems = held_out if temperature is None else [row for row in held_out for _ in range(base.samples)]
         set_seed(args.seed)
         start = time.perf_counter()
         _, traces = evaluate(model, tokenizer, problems, task.verifier, settings)

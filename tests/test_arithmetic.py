@@ -24,9 +24,11 @@ def _solve(problem: str) -> int:
 
 class TestArithmeticProblems:
     def test_answers_follow_from_the_text(self):
-        rows = make_arithmetic_problems(ArithmeticRecipe(num_problems=300, num_held_out=50))
+        rows = make_arithmetic_problems(ArithmeticRecipe(num_problems=300, num_held_out=50, steps=(1, 2)))
         assert all(int(row["answer"]) == _solve(row["problem"]) >= 0 for row in rows)
         assert {row["problem"].count("Then") for row in rows} == {1, 2}
+        default = make_arithmetic_problems(ArithmeticRecipe(num_problems=100, num_held_out=0))
+        assert {row["problem"].count("Then") for row in default} == {1}  # the task's problems: one step
 
     def test_deterministic_distinct_and_split(self):
         recipe = ArithmeticRecipe(num_problems=300, num_held_out=50)

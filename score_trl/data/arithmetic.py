@@ -1,8 +1,9 @@
 r"""Arithmetic word problems, generated: a real-text task that a small instruct model (SmolLM2-135M-Instruct) can
 sometimes solve, so that both turns have room.
 
-Each problem is a short story with one or two additions or subtractions on small whole numbers ("Mia has 12 apples.
-She buys 7 more. ..."); the gold answer is the resulting number. The prompt is a chat: the paper's system prompt in
+Each problem is a short story with one addition or subtraction on small whole numbers ("Mia has 12 apples. Then Mia
+buys 7 more. How many apples does Mia have now?"; `ArithmeticRecipe.steps` allows more); the gold answer is the
+resulting number. The prompt is a chat: the paper's system prompt in
 the form the model follows (its final answer in `\boxed{}`, which `score_trl.rewards.math` reads), then the problem.
 The turn-2 instruction is the paper's, with the same answer form. docs/results.md says how the form, the difficulty
 and the sampling temperature were chosen by measuring the base model.
@@ -51,15 +52,16 @@ _LOSS = ["gives away {n}", "loses {n}", "sells {n}", "uses {n}"]
 class ArithmeticRecipe:
     """What determines the problem set: its size, the held-out share, the number range and the steps per problem.
 
-    `steps` is the number of additions or subtractions after the starting amount (1 or 2 here: the base model's
-    turn-1 accuracy falls with each step, docs/results.md).
+    `steps` lists the numbers of additions or subtractions after the starting amount that problems may have: one
+    step only by default, where SmolLM2-135M-Instruct's sampled turn-1 accuracy is in the range RL needs
+    (docs/results.md; with one or two steps its greedy accuracy fell from 0.34 to 0.22).
     """
 
     num_problems: int = 1200
     num_held_out: int = 200
     max_start: int = 20
     max_change: int = 9
-    steps: tuple[int, ...] = (1, 2)
+    steps: tuple[int, ...] = (1,)
     seed: int = 0
 
 
