@@ -215,7 +215,8 @@ def run(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args
         **({"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}),
     }
     peft_config = get_peft_config(model_args)
-    model_path = resolve_model_path(model_args.model_name_or_path)  # a GGUF file or packaged model: its checkpoint
+    with whole_models(args):  # a GGUF file or packaged model: its checkpoint, converted whole (also under ZeRO-3)
+        model_path = resolve_model_path(model_args.model_name_or_path)
     if task.offline_model and model_path in (None, "embedded"):
         recipe = EmbeddedRecipe(pretrain_steps=150) if script_args.smoke else EmbeddedRecipe()
         with state.main_process_first(), whole_models(args):
