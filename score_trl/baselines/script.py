@@ -14,7 +14,7 @@ from trl import ModelConfig, SFTConfig
 
 from ..data.embedded_model import EmbeddedRecipe, build_base_model
 from ..evaluation import EvalSettings, evaluate_checkpoint
-from ..loading import whole_models
+from ..loading import resolve_model_path, whole_models
 from ..metrics import format_table
 from ..tasks import TaskArguments, get_task, parse_with_recipe
 from .pair_sft import run_pair_sft
@@ -70,7 +70,8 @@ def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, mode
         torch.set_num_threads(args.torch_threads)
     task = get_task(args.task)
     train, held_out = args.load_data()
-    model_path = model_args.model_name_or_path
+    with whole_models(sft_args):  # a GGUF file or packaged model: its checkpoint, converted whole (also under ZeRO-3)
+        model_path = resolve_model_path(model_args.model_name_or_path)
     if task.offline_model and model_path in (None, "embedded"):
         with PartialState().main_process_first(), whole_models(sft_args):
             model_path = build_base_model(EmbeddedRecipe())

@@ -13,6 +13,7 @@ from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
+from ..loading import resolve_model_path, whole_models
 from ..metrics import format_table
 from ..prompts import MATH_CORRECTION_INSTRUCTION
 from ..rollout import TurnRenderer, generate_turns
@@ -108,6 +109,11 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
             args = self._config_class(f"{name.split('/')[-1]}-SCoRe")
         if not isinstance(args, MultiTurnRLOOConfig):
             raise TypeError(f"args must be a MultiTurnRLOOConfig, got {type(args).__name__}.")
+        # TRL loads the policy, the reference and vLLM's copy by name with `from_pretrained`, which cannot read a GGUF
+        # file: a GGUF path or a packaged model's name becomes its converted checkpoint here (score_trl.loading).
+        with whole_models(args):  # converted whole, not partitioned by a ZeRO-3 config
+            model = resolve_model_path(model) if isinstance(model, str) else model
+            args.ref_model_name_or_path = resolve_model_path(args.ref_model_name_or_path)
         for split in ("train_dataset", "eval_dataset"):
             columns = getattr(kwargs.get(split), "column_names", None)
             if isinstance(columns, list) and "prompt" not in columns:
