@@ -69,11 +69,13 @@ class EvalSettings:
 
     @classmethod
     def from_config(cls, args, instruction: str | InstructionFn, **changes) -> EvalSettings:
-        """Settings that render turns with a trainer config's (`args`) template, chat-template arguments and threshold
-        and the given `instruction`; for evaluating without a trainer at hand. Prefer `from_trainer` where there is
+        """Settings that render turns with a trainer config's (`args`) template, chat-template arguments, threshold and
+        sampling temperature and the given `instruction`; for evaluating without a trainer at hand. Prefer `from_trainer` where there is
         one: only it carries a subclass's `get_turn_instruction`."""
         values = {
             "num_turns": args.num_turns,
+            # sampled evaluation draws as training drew (greedy evaluation ignores it)
+            "temperature": args.temperature,
             "instruction": instruction,
             "instruction_template": args.instruction_template,
             "chat_template_kwargs": args.chat_template_kwargs,

@@ -119,3 +119,13 @@ def test_no_instruction_says_where_to_get_one(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     with pytest.raises(ValueError, match="EvalSettings.from_trainer"):
         evaluate(model, tokenizer, ROWS[:1], "math", EvalSettings(max_new_tokens=2))
+
+
+def test_sampled_evaluation_draws_at_the_training_temperature():
+    from score_trl import MultiTurnRLOOConfig
+    from score_trl.pipeline import ScoreScriptArguments, eval_settings
+
+    config = MultiTurnRLOOConfig("out", temperature=0.3, use_cpu=True, bf16=False, turn_instruction="Again.")
+    assert EvalSettings.from_config(config, "Again.").temperature == 0.3
+    settings = eval_settings(ScoreScriptArguments(eval_do_sample=True), config)
+    assert (settings.do_sample, settings.temperature) == (True, 0.3)
