@@ -137,7 +137,9 @@ def _write_job(job_dir: str, files: dict[str, str]) -> None:
         os.chmod(path, 0o644)
 
 
-def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tuple[int, ...]) -> _Launched:
+def _launch(
+    config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tuple[int, ...], stdin: int = subprocess.PIPE
+) -> _Launched:
     """Start the bootstrap in `mode` (`args`) under the configured isolation and limits."""
     isolation = "rlimits" if config.isolation == "rlimits" else "bwrap"
     python = resolve_python(config.python)
@@ -170,7 +172,7 @@ def _launch(config: SandboxConfig, job_dir: str, args: list[str], pass_fds: tupl
             [*prefix, *command],
             cwd=cwd,
             env=_ENV,
-            stdin=subprocess.PIPE,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
@@ -259,7 +261,8 @@ def run_tests(
         args = [
             "serve", "{job}/setup.py", "{job}/solution.py", str(request_read), str(response_write), str(request_limit)
         ]  # fmt: skip
-        launched = _launch(config, job_dir, args, (request_read, response_write))
+        # nothing for the program on stdin: its inputs are the tests' calls
+        launched = _launch(config, job_dir, args, (request_read, response_write), stdin=subprocess.DEVNULL)
         judge, judge_err, timed_out = None, tempfile.TemporaryFile(), False  # noqa: SIM115 - closed below
         # the wall time, not the CPU limit, ends a judge kept busy by the program's values: a judge killed by its
         # own limit would read as a failure of the sandbox
