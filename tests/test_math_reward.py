@@ -159,9 +159,13 @@ def test_a_batch_that_runs_out_of_time_leaves_the_rest_unjudged_and_logs_the_cou
     )
     # a restart of the worker is not charged to the answers, but the batch as a whole stays bounded
     assert time.monotonic() - start < 10
-    # judged; out of its own second; the half second left is not enough for the second slow one; never tried
-    assert scores == [1.0, 0.0, 0.0, None]
-    assert logged == {"math_reward/out_of_time": 2.0, "math_reward/not_judged": 1.0}
+    # judged; out of its own second; the second slow one gets what is left (out of time), or nothing when the worker's
+    # restart used it up (untried); the last is never tried, whatever the machine's load
+    assert scores[:2] == [1.0, 0.0] and scores[2] in (0.0, None) and scores[3] is None
+    assert logged == {
+        "math_reward/out_of_time": float(scores.count(0.0)),
+        "math_reward/not_judged": float(scores.count(None)),
+    }
     with pytest.raises(ValueError, match="positive"):
         make_math_reward(answer_timeout=0)
 
