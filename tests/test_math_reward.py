@@ -140,7 +140,8 @@ def test_hostile_answers_are_bounded_on_and_off_the_main_thread(on_main_thread):
         thread.start()
         thread.join(timeout=60)
     assert [score for score, _ in results] == [0.0] * len(HOSTILE_ANSWERS)
-    assert max(seconds for _, seconds in results) < 3.0
+    # bounded by the 1 s limit, plus a fresh worker's start (importing math-verify) after a kill, on a loaded machine
+    assert max(seconds for _, seconds in results) < 10.0
     assert verifier.timeouts >= 1  # the binomial ran into the hard limit
     assert verifier.verify(r"\boxed{\frac{1}{2}}", "0.5") == 1.0  # and a fresh worker took over
     verifier.close()
