@@ -77,24 +77,13 @@ class _Launched:
         self.reported = os.read(self.start_fd, 1) == b"1"
         return self.reported
 
-    def started(self) -> bool:
-        """Whether the bootstrap reported that it started (the read end is closed here)."""
-        if self.reported is not None:
-            os.close(self.start_fd)
-            return self.reported
-        os.set_blocking(self.start_fd, False)
-        try:
-            return os.read(self.start_fd, 1) == b"1"
-        except BlockingIOError:  # nothing written, and the write end is still held by a process not yet reaped
-            return False
-        finally:
-            os.close(self.start_fd)
-
     def read(self, handle, limit: int) -> str:
         handle.seek(0)
         return handle.read(limit).decode("utf-8", errors="replace")
 
     def close(self) -> None:
+        """Release what the host holds for this run (after `kill`, on every path, the failing ones too)."""
+        os.close(self.start_fd)
         self.stdout.close()
         self.stderr.close()
 
@@ -212,18 +201,16 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
         launched = _launch(config, job_dir, ["run", "{job}/program.py"], ())
         timed_out = False
         try:
-            if launched.wait_started(config.wall_time) is None:
+            try:
+                if launched.wait_started(config.wall_time) is None:
+                    timed_out = True
+                else:
+                    launched.proc.communicate(input=stdin.encode(), timeout=config.wall_time)
+            except subprocess.TimeoutExpired:
                 timed_out = True
-            else:
-                launched.proc.communicate(input=stdin.encode(), timeout=config.wall_time)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        except BrokenPipeError:  # the program exited without reading its input
-            launched.proc.wait(timeout=config.wall_time)
-        finally:
-            launched.kill()
-        try:
-            if not launched.started():
+            finally:
+                launched.kill()
+            if not launched.reported:
                 raise launched.failure(timed_out, config.max_output_bytes)
             return SandboxResult(
                 returncode=None if timed_out else launched.proc.returncode,
@@ -250,6 +237,7 @@ def run_tests(
     with (
         tempfile.TemporaryDirectory(prefix="score_trl_sbx_", ignore_cleanup_errors=True) as job_dir,
         _Pipes() as pipes,
+        tempfile.TemporaryFile() as judge_err,
     ):
         _write_job(job_dir, {"setup.py": setup, "solution.py": solution})
         request_read, request_write = pipes.pipe()
@@ -263,52 +251,50 @@ def run_tests(
         ]  # fmt: skip
         # nothing for the program on stdin: its inputs are the tests' calls
         launched = _launch(config, job_dir, args, (request_read, response_write), stdin=subprocess.DEVNULL)
-        judge, judge_err, timed_out = None, tempfile.TemporaryFile(), False  # noqa: SIM115 - closed below
+        judge, timed_out = None, False
         # the wall time, not the CPU limit, ends a judge kept busy by the program's values: a judge killed by its
         # own limit would read as a failure of the sandbox
         judge_cpu = max(config.cpu_time, math.ceil(config.wall_time)) + 5
         try:
-            pipes.close(request_read, response_write)
             try:
-                judge = subprocess.Popen(
-                    [*limits_prefix(judge_cpu, config.memory_mb << 20, limit, 256, None),
-                     launched.python, "-I", "-S", os.path.join(_HERE, "judge_main.py"),
-                     site_setup(launched.python), str(response_read),
-                     str(request_write), str(verdict_write), str(limit)],
-                    env=_ENV,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=judge_err,
-                    start_new_session=True,
-                    pass_fds=(response_read, request_write, verdict_write),
-                )  # fmt: skip
-            except OSError as error:
-                raise SandboxError(f"The code sandbox's test runner could not start: {error}") from error
-            pipes.close(response_read, request_write, verdict_write)
-            payload = json.dumps({"setup": setup, "tests": tests, "entry_point": entry_point}).encode()
-            try:
-                if launched.wait_started(config.wall_time) is None:
+                pipes.close(request_read, response_write)
+                try:
+                    judge = subprocess.Popen(
+                        [*limits_prefix(judge_cpu, config.memory_mb << 20, limit, 256, None),
+                         launched.python, "-I", "-S", os.path.join(_HERE, "judge_main.py"),
+                         site_setup(launched.python), str(response_read),
+                         str(request_write), str(verdict_write), str(limit)],
+                        env=_ENV,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=judge_err,
+                        start_new_session=True,
+                        pass_fds=(response_read, request_write, verdict_write),
+                    )  # fmt: skip
+                except OSError as error:
+                    raise SandboxError(f"The code sandbox's test runner could not start: {error}") from error
+                pipes.close(response_read, request_write, verdict_write)
+                payload = json.dumps({"setup": setup, "tests": tests, "entry_point": entry_point}).encode()
+                try:
+                    if launched.wait_started(config.wall_time) is None:
+                        timed_out = True
+                    else:
+                        judge.communicate(input=payload, timeout=config.wall_time)
+                except subprocess.TimeoutExpired:
                     timed_out = True
-                else:
-                    judge.communicate(input=payload, timeout=config.wall_time)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            except BrokenPipeError:
-                judge.wait(timeout=config.wall_time)
-        finally:
-            if judge is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(judge.pid, signal.SIGKILL)
-                judge.wait()
-            launched.kill()
-        verdict = pipes.read_all(verdict_read)
-        try:
-            if not launched.started():
+            finally:
+                if judge is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(judge.pid, signal.SIGKILL)
+                    judge.wait()
+                launched.kill()
+            if not launched.reported:
                 raise launched.failure(timed_out, limit)
         finally:
             launched.close()
         if timed_out:
             return False, "timed out"
+        verdict = pipes.read_all(verdict_read)
         try:
             result = json.loads(verdict)
         except ValueError:
@@ -318,8 +304,6 @@ def run_tests(
                 f"The code sandbox's test runner ({launched.python}) exited with status {judge.returncode} without a "
                 f"verdict: {detail}"
             ) from None
-        finally:
-            judge_err.close()
         return result["passed"], result["why"]
 
 
