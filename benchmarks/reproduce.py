@@ -2,13 +2,15 @@
 
     python benchmarks/reproduce.py              # 2 tasks x 8 arms x 3 seeds: about 62 minutes on 2 CPU cores
     python benchmarks/reproduce.py --quick      # one seed, short budgets: a few minutes
+    make collapse                               # naive RL and SCoRe on two rare-correction bases (issue 20)
 
 Arms (the paper's Tables 3 and 4): the base model prompted twice; STaR (D+) and Pair-SFT on TRL's SFTTrainer;
 naive multi-turn RL (no Stage I, no shaping); SCoRe without Stage I; SCoRe without shaping; single-turn RL (TRL's
 RLOOTrainer on turn 1, evaluated on two turns); full SCoRe. Every arm samples the same number of two-turn traces
 (RL steps x batch) and is evaluated by the same code on the same held-out problems. Each finished (task, arm, seed)
 is saved as JSON, so a rerun only does what is missing. The table, the command, the machine, the wall times and a
-plot of the training curves go between markers in `--results_file` (docs/results.md for full runs).
+plot of the training curves go between markers in `--results_file` (docs/results.md for full runs), with a grid of
+every arm's delta on every task when several tasks run.
 """
 
 from __future__ import annotations
@@ -103,6 +105,11 @@ def _job(task: str, arm: str, seed: int, settings: ArmSettings, out: str) -> dic
     result.update(task=task, arm=arm, seed=seed, wall_s=time.perf_counter() - start)
     result_path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _base_model(task: str) -> str:
+    torch.set_num_threads(1)
+    return TASKS[task].base_model()
 
 
 def _mean_std(values: list[float]) -> str:
@@ -214,6 +221,21 @@ def _reuse_note(results: list[dict]) -> str:
     )
 
 
+def _grid(results: list[dict], tasks: list[str], arms: list[str]) -> list[str]:
+    """Every arm on every task at a glance: held-out delta, and how often a wrong first answer was changed on the
+    training samples over the first three logs -> the last three (a collapse is that rate falling towards 0)."""
+    lines = ["| arm | " + " | ".join(f"`{t}`" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for arm in arms:
+        cells = []
+        for task in tasks:
+            deltas = _stats(results, task, arm, "delta")
+            trend = _change_trend(results, task, arm)
+            cell = _mean_std(deltas) if deltas else "-"
+            cells.append(cell + (f" ({trend[1]:.2f} -> {trend[2]:.2f})" if trend else ""))
+        lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_results(results: list[dict], args: ReproduceArguments, command: str, wall_s: float) -> str:
     results_file = Path(args.results_file)
     figure = results_file.with_name("reproduce_curves.png")
@@ -230,6 +252,13 @@ def write_results(results: list[dict], args: ReproduceArguments, command: str, w
         f"{args.eval_samples_per_problem} sampled two-turn traces. Cells are mean ± std over seeds.",
         "",
     ]
+    if len(args.tasks) > 1:
+        lines += [
+            "Held-out delta per task (changed when wrong on training samples, first logs -> last):",
+            "",
+            *_grid(results, args.tasks, args.arms),
+            "",
+        ]
     for task in args.tasks:
         lines += [f"### Task `{task}`: {TASKS[task].description}", ""]
         lines.append("| arm | " + " | ".join(COLUMNS) + " | wall s |")
@@ -262,8 +291,6 @@ def main(args: ReproduceArguments) -> None:
         learning_rate=args.learning_rate,
         eval_samples_per_problem=args.eval_samples_per_problem,
     )
-    for task in args.tasks:  # build (or find) each base model once, before the workers need it
-        TASKS[task].base_model()
     order = sorted(args.arms, key=lambda a: -ARMS_COST.get(a, 0))
     jobs = [(t, a, s) for s in args.seeds for a in order for t in args.tasks]
     results = []
@@ -272,6 +299,8 @@ def main(args: ReproduceArguments) -> None:
         if args.workers > 1
         else nullcontext() as pool
     ):
+        # build (or find) each base model once, before the arms need it: in parallel, as the arms run
+        list((map if pool is None else pool.map)(_base_model, args.tasks))
         outs = [os.path.join(args.output_dir, t, a, f"seed-{s}") for t, a, s in jobs]
         if pool is None:  # in this process: easier to debug, and what the tests run
             done = (_job(*job, settings, out) for job, out in zip(jobs, outs, strict=True))

@@ -74,6 +74,15 @@ TASKS = {
         "0.015; every other setting as `default`): the rare-correction base of issue 20",
         EmbeddedRecipe(p_solve=0.015),
     ),
+    # issue 20's grid of bases between `default` (p_solve 0.15) and below `rare`
+    "rare_0.05": Task(
+        'the demo\'s base, solving in steps after a "no" a third as often (`p_solve` 0.05)',
+        EmbeddedRecipe(p_solve=0.05),
+    ),
+    "rare_0.005": Task(
+        'the demo\'s base, solving in steps after a "no" a thirtieth as often (`p_solve` 0.005)',
+        EmbeddedRecipe(p_solve=0.005),
+    ),
 }
 # The full run's tasks (about 62 minutes on 2 cores); the others run with --tasks.
 FULL_RUN_TASKS = ["default", "rival"]

@@ -49,6 +49,10 @@ class SpeedArguments:
     steps: int = field(default=2, metadata={"help": "Training steps per timed run."})
     eval_problems: int = field(default=16, metadata={"help": "Problems per evaluation run (one batch)."})
     rounds: int = field(default=3, metadata={"help": "Alternating rounds of each timed comparison."})
+    threads: int = field(
+        default=1,
+        metadata={"help": "Torch threads (1 for tiny models; a real model on a quiet machine may use more)."},
+    )
 
 
 def _prompt_rows(opts, n: int) -> list[dict]:
@@ -114,7 +118,7 @@ def _rss_bytes() -> int:
 
 def _peak_memory(kind: str, model_path: str, opts, queue) -> None:
     """Peak memory of training above what was held before it: CUDA allocations, or RSS sampled every millisecond."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(opts.threads)
     with tempfile.TemporaryDirectory() as out:
         trainer = _build(kind, model_path, opts, out)
         if torch.cuda.is_available():
@@ -181,7 +185,7 @@ def _eval_times(model_path: str, opts) -> dict[str, list[float]]:
 
 
 def main(opts: SpeedArguments) -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(opts.threads)
 
     from score_trl.testing import save_tiny_model
 

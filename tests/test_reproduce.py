@@ -179,11 +179,38 @@ def test_results_page_rewrites_only_its_block(tmp_path):
     assert text.count(reproduce.BEGIN) == 1 and "hand-written text above" in text and text.endswith(block + "\n")
 
 
-def test_the_rare_correction_base_is_the_default_with_rarer_solves():
+def test_the_rare_correction_bases_are_the_default_with_rarer_solves():
     from reproduce_arms import TASKS
 
-    rare = TASKS["rare"].recipe
-    assert rare == replace(EmbeddedRecipe(), p_solve=0.015) and rare.key() != EmbeddedRecipe().key()  # own cache entry
+    keys = {EmbeddedRecipe().key()}
+    for task, p_solve in (("rare_0.05", 0.05), ("rare", 0.015), ("rare_0.005", 0.005)):
+        recipe = TASKS[task].recipe
+        assert recipe == replace(EmbeddedRecipe(), p_solve=p_solve) and recipe.key() not in keys  # own cache entry
+        keys.add(recipe.key())
+
+
+def test_the_grid_shows_every_arm_on_every_task(tmp_path):
+    import reproduce
+
+    results = _results("naive", [0.0, 0.02], FALLING) + _results("score", [0.30, 0.34], RISING)
+    results += _results("naive", [0.50], FLAT, task="rare") + [
+        {"task": "rare", "arm": "base", "seed": 0, "metrics": results[0]["metrics"], "curves": {}, "wall_s": 2.0}
+    ]
+    args = reproduce.ReproduceArguments(
+        tasks=["copy", "rare"], arms=["base", "naive", "score"], results_file=str(tmp_path / "r.md")
+    )
+    block = reproduce.write_results(results, args, "python benchmarks/reproduce.py", 60.0)
+    grid = block[block.index("Held-out delta per task") : block.index("### Task")]
+    rows = {line.split(" | ")[0]: line for line in grid.splitlines() if line.startswith("| ") and "`" not in line}
+    spread = statistics.stdev([0.30, 0.34])
+    assert rows["| base (two-turn prompting)"] == "| base (two-turn prompting) | - | 0.000 |"
+    assert rows["| naive multi-turn RL"].startswith(
+        f"| naive multi-turn RL | 0.010 ± {statistics.stdev([0.0, 0.02]):.3f} (0.50 -> 0.20) | 0.500 (0.50 -> 0.50) |"
+    )
+    assert rows["| SCoRe"] == f"| SCoRe | 0.320 ± {spread:.3f} (0.50 -> 0.60) | - |"
+    # one task: no grid
+    args = reproduce.ReproduceArguments(tasks=["copy"], arms=["naive", "score"], results_file=str(tmp_path / "r.md"))
+    assert "Held-out delta per task" not in reproduce.write_results(results, args, "python x.py", 60.0)
 
 
 def test_the_collapse_command_parses():
@@ -193,8 +220,17 @@ def test_the_collapse_command_parses():
     from trl import TrlParser
 
     parser = TrlParser((reproduce.ReproduceArguments,))
-    (args,) = parser.parse_args_and_config(args=["--quick", "--tasks", "rare", "--arms", "naive", "score"])
-    assert (args.tasks, args.arms, args.seeds, args.stage2_steps) == (["rare"], ["naive", "score"], [0], 50)
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    command = makefile.split("\ncollapse: install\n")[1].split("\n\n")[0].replace("\\\n", " ").split()
+    assert command[:2] == ["$(PYTHON)", "benchmarks/reproduce.py"]
+    (args,) = parser.parse_args_and_config(args=command[2:])
+    assert (args.tasks, args.arms, args.seeds, args.stage2_steps) == (
+        ["rare_0.005", "rare"],
+        ["base", "naive", "score"],
+        [0],
+        250,
+    )
+    assert args.results_file == "outputs/collapse/results.md"  # not docs/results.md
     (args,) = parser.parse_args_and_config(args=[])
     assert args.arms == reproduce_arms.FULL_RUN_ARMS and len(args.arms) == 8
     assert {"naive_turn_weights", "score_discount"} <= set(reproduce_arms.ARMS) - set(args.arms)
