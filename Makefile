@@ -41,7 +41,7 @@ demo: install
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 examples/score_math.py
 
 # Issue 20's side by side: naive multi-turn RL and SCoRe from the base that almost never corrects (rare_0.005) and
-# from the rare-correction base (rare), one seed at the demo's budget; about 12 minutes on 2 cores (docs/results.md).
+# from the rare-correction base (rare), one seed at the demo's budget; about 10 minutes on 2 cores (docs/results.md).
 collapse: install
 	$(PYTHON) benchmarks/reproduce.py --tasks rare_0.005 rare --arms base naive score --seeds 0 \
 		--output_dir outputs/collapse --results_file outputs/collapse/results.md
