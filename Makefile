@@ -1,4 +1,5 @@
-# The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite); besides them,
+# `make collapse` (issue 20's side by side) and `make test-slow`.
 # Each installs what it needs first. Inside a virtualenv they use it; otherwise they make and use `.venv` here, since
 # current Debian and Ubuntu Pythons refuse `pip install` outside one (PEP 668). A conda environment counts as one.
 # PYTHON=... uses that interpreter as it is.

@@ -40,6 +40,7 @@ from trl import TrlParser  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_arms import ARMS, FULL_RUN_ARMS, FULL_RUN_TASKS, TASKS, ArmSettings, run_arm  # noqa: E402
+from variants import ContinuedRecipe, build_variant  # noqa: E402
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -48,7 +49,9 @@ COLUMNS = [
     "acc_t1", "acc_t2", "delta", "delta_i2c", "delta_c2i", "changed_rate", "changed_when_wrong", "fixed_when_changed",
     "edit_ratio",
 ]  # fmt: skip
-RL_ARMS = ["naive", "score_no_stage1", "score_no_shaping", "single_turn", "score"]
+RL_ARMS = [
+    "naive", "score_no_stage1", "score_no_shaping", "single_turn", "score", "naive_turn_weights", "score_discount",
+]  # fmt: skip
 ABLATIONS = ["score_no_stage1", "score_no_shaping"]
 # Longest arms first, so that two workers finish together.
 ARMS_COST = {
@@ -107,9 +110,19 @@ def _job(task: str, arm: str, seed: int, settings: ArmSettings, out: str) -> dic
     return result
 
 
-def _base_model(task: str) -> str:
-    torch.set_num_threads(1)
-    return TASKS[task].base_model()
+def _build_bases(tasks: list[str], pool) -> None:
+    """Every arm starts from its task's base, so all are built (or found) before any arm runs. The distinct
+    pretrained roots share nothing and build in the pool; continued variants train on from a root that other tasks
+    may share, so they follow one by one."""
+    roots = {}
+    for task in tasks:
+        recipe = TASKS[task].recipe
+        while isinstance(recipe, ContinuedRecipe):
+            recipe = recipe.parent
+        roots[recipe.key()] = recipe
+    list((map if pool is None else pool.map)(build_variant, roots.values()))
+    for task in tasks:
+        TASKS[task].base_model()
 
 
 def _mean_std(values: list[float]) -> str:
@@ -231,7 +244,9 @@ def _grid(results: list[dict], tasks: list[str], arms: list[str]) -> list[str]:
             deltas = _stats(results, task, arm, "delta")
             trend = _change_trend(results, task, arm)
             cell = _mean_std(deltas) if deltas else "-"
-            cells.append(cell + (f" ({trend[1]:.2f} -> {trend[2]:.2f})" if trend else ""))
+            # results saved before changed_when_wrong was recorded show the answer-changed rate, marked
+            mark = "" if trend is None or trend[0] == "changed_when_wrong" else " changed"
+            cells.append(cell + (f" ({trend[1]:.2f} -> {trend[2]:.2f}{mark})" if trend else ""))
         lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
     return lines
 
@@ -299,8 +314,7 @@ def main(args: ReproduceArguments) -> None:
         if args.workers > 1
         else nullcontext() as pool
     ):
-        # build (or find) each base model once, before the arms need it: in parallel, as the arms run
-        list((map if pool is None else pool.map)(_base_model, args.tasks))
+        _build_bases(args.tasks, pool)
         outs = [os.path.join(args.output_dir, t, a, f"seed-{s}") for t, a, s in jobs]
         if pool is None:  # in this process: easier to debug, and what the tests run
             done = (_job(*job, settings, out) for job, out in zip(jobs, outs, strict=True))

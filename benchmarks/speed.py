@@ -220,7 +220,7 @@ def main(opts: SpeedArguments) -> None:
     trl_t, score_t = statistics.median(times["trl"]), statistics.median(times["score"])
     print(
         f"prompt {prompt_len} tokens; {opts.completion} tokens/turn x 2 turns + {suffix_len} instruction tokens vs "
-        f"{2 * opts.completion} tokens in one turn; {opts.model or f'hidden size {opts.hidden}'}; {opts.generations} samples x 2 prompts"
+        f"{2 * opts.completion} tokens in one turn; {opts.model or f'hidden size {opts.hidden}'}; {opts.generations} samples x 2 prompts; {opts.threads} thread(s)"
     )
     print(
         f"step time  TRL GRPOTrainer: {trl_t:.3f} s   SCoRe Stage II: {score_t:.3f} s   ratio {score_t / trl_t:.2f}x"

@@ -1,9 +1,11 @@
 """The embedded task (score_trl.data.embedded) and its base-model factory (score_trl.data.embedded_model)."""
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from score_trl.data.embedded import (
     build_tokenizer,
@@ -111,3 +113,30 @@ def test_pretraining_leaves_the_random_state_as_it_found_it(tmp_path):
     torch.manual_seed(7)
     build_base_model(recipe, cache_dir=tmp_path)  # cached
     assert torch.equal(torch.rand(3), after_pretraining)
+
+
+def test_a_cache_entry_made_twice_at_once_keeps_the_first_and_leaves_no_temporary_folder(tmp_path):
+    """Two processes building the same base (two benchmark workers): the one that finishes second keeps the first's
+    entry. Simulated in one process: the entry appears while `make` runs."""
+    from score_trl.data import build_tokenizer, cached_model
+
+    recipe = EmbeddedRecipe(hidden_size=16, num_layers=1, pretrain_steps=1, batch_size=4)
+    first = Path(build_base_model(recipe, cache_dir=tmp_path))
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    model = AutoModelForCausalLM.from_pretrained(first)
+
+    def make_again():  # the other process already wrote the entry when this one saves
+        return model, build_tokenizer()
+
+    assert cached_model(first.name, make_again, {}, tmp_path) == str(first)  # found, not made
+    # now force the race: the entry vanishes from view while this one builds, then reappears before the rename
+    hidden = first.with_name("elsewhere")
+    first.rename(hidden)
+
+    def make_during_race():
+        hidden.rename(first)
+        return model, build_tokenizer()
+
+    assert cached_model(first.name, make_during_race, {}, tmp_path) == str(first)
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # the first entry, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no .tmp-<pid> left behind

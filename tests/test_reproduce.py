@@ -204,9 +204,10 @@ def test_the_grid_shows_every_arm_on_every_task(tmp_path):
     rows = {line.split(" | ")[0]: line for line in grid.splitlines() if line.startswith("| ") and "`" not in line}
     spread = statistics.stdev([0.30, 0.34])
     assert rows["| base (two-turn prompting)"] == "| base (two-turn prompting) | - | 0.000 |"
-    assert rows["| naive multi-turn RL"].startswith(
+    assert rows["| naive multi-turn RL"] == (
         f"| naive multi-turn RL | 0.010 ± {statistics.stdev([0.0, 0.02]):.3f} (0.50 -> 0.20) | 0.500 (0.50 -> 0.50) |"
     )
+    assert "| arm | `copy` | `rare` |" in grid
     assert rows["| SCoRe"] == f"| SCoRe | 0.320 ± {spread:.3f} (0.50 -> 0.60) | - |"
     # one task: no grid
     args = reproduce.ReproduceArguments(tasks=["copy"], arms=["naive", "score"], results_file=str(tmp_path / "r.md"))
@@ -221,7 +222,9 @@ def test_the_collapse_command_parses():
 
     parser = TrlParser((reproduce.ReproduceArguments,))
     makefile = (Path(__file__).parents[1] / "Makefile").read_text()
-    command = makefile.split("\ncollapse: install\n")[1].split("\n\n")[0].replace("\\\n", " ").split()
+    target = re.search(r"^collapse:.*\n((?:\t.*\\\n)*\t.*)", makefile, re.M)
+    assert target, "the Makefile has no `collapse` target (README and docs/results.md name it)"
+    command = target.group(1).replace("\\\n", " ").split()
     assert command[:2] == ["$(PYTHON)", "benchmarks/reproduce.py"]
     (args,) = parser.parse_args_and_config(args=command[2:])
     assert (args.tasks, args.arms, args.seeds, args.stage2_steps) == (
@@ -234,6 +237,26 @@ def test_the_collapse_command_parses():
     (args,) = parser.parse_args_and_config(args=[])
     assert args.arms == reproduce_arms.FULL_RUN_ARMS and len(args.arms) == 8
     assert {"naive_turn_weights", "score_discount"} <= set(reproduce_arms.ARMS) - set(args.arms)
+
+
+def test_bases_build_their_distinct_roots_in_the_pool_then_the_continuations(monkeypatch):
+    """Continued variants share their root (rival and copy both continue default): built once, in the pool, before
+    the continuations, which follow in this process; two workers never build one cache entry."""
+    import reproduce
+    import reproduce_arms
+
+    built = []
+    monkeypatch.setattr(reproduce, "build_variant", lambda recipe: built.append(("pool", recipe)) or "path")
+    monkeypatch.setattr(reproduce_arms, "build_variant", lambda recipe: built.append(("main", recipe)) or "path")
+
+    class Pool:
+        def map(self, fn, items):
+            return [fn(item) for item in items]
+
+    tasks = ["default", "rival", "copy", "rare"]
+    reproduce._build_bases(tasks, Pool())
+    assert [r for where, r in built if where == "pool"] == [EmbeddedRecipe(), reproduce_arms.TASKS["rare"].recipe]
+    assert [r for where, r in built if where == "main"] == [reproduce_arms.TASKS[t].recipe for t in tasks]
 
 
 def test_unknown_arm_is_named():

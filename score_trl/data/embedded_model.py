@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -145,11 +146,18 @@ def cached_model(
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(cpu_state)
-    tmp = path.with_name(path.name + ".tmp")
+    # A folder of this process's own, renamed whole: a crash mid-save never leaves a half-written entry, and two
+    # processes making the same entry at once never write into one folder.
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "recipe.json").write_text(json.dumps(description, indent=2))
-    tmp.rename(path)  # a crash mid-save never leaves a half-written cache entry
+    try:
+        tmp.rename(path)
+    except OSError:
+        if not (path / "config.json").exists():
+            raise
+        shutil.rmtree(tmp)  # another process finished the same entry first; made from the same recipe, it is as good
     return str(path)
 
 
