@@ -190,8 +190,9 @@ def main(opts: SpeedArguments) -> None:
     from score_trl.testing import save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = save_tiny_model(os.path.join(tmp, "model"), hidden_size=opts.hidden)
-        if opts.model is not None:
+        if opts.model is None:
+            model_path = save_tiny_model(os.path.join(tmp, "model"), hidden_size=opts.hidden)
+        else:
             from score_trl.loading import resolve_model_path
 
             model_path = resolve_model_path(opts.model)

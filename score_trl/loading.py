@@ -108,7 +108,8 @@ def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> 
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise ModelLoadError(f"the GGUF file {str(gguf_path)!r} does not exist.")
-    target = Path(cache_dir or default_cache_dir()) / f"gguf-{_sha256(gguf_path)[:16]}"
+    sha256 = _sha256(gguf_path)  # reads the whole file: once per call
+    target = Path(cache_dir or default_cache_dir()) / f"gguf-{sha256[:16]}"
     if (target / "config.json").exists():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        source = {"gguf_file": str(gguf_path), "sha256": _sha256(gguf_path)}
+        source = {"gguf_file": str(gguf_path), "sha256": sha256}
         (tmp / "gguf_source.json").write_text(json.dumps(source, indent=2))
         tmp.rename(target)
     return str(target)

@@ -52,14 +52,14 @@ class Task:
         return chosen if chosen is not None else self.instruction
 
 
-def _load_embedded(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
-    train, held_out = split_problems()
-    return Dataset.from_list(train), held_out
+def _generated(split: Callable[[], tuple[list[dict], list[dict]]]) -> Callable:
+    """The loader of a task whose problems are generated here by `split`: the data-set arguments do not apply."""
 
+    def load(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
+        train, held_out = split()
+        return Dataset.from_list(train), held_out
 
-def _load_arithmetic(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
-    train, held_out = split_arithmetic()
-    return Dataset.from_list(train), held_out
+    return load
 
 
 def _load_math(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split):
@@ -69,7 +69,7 @@ def _load_math(dataset_name, dataset_config, train_split, eval_dataset_name, eva
 TASKS: dict[str, Task] = {
     "embedded": Task(
         name="embedded",
-        load=_load_embedded,
+        load=_generated(split_problems),
         reward=math_reward,
         verifier="math",
         instruction=EMBEDDED_INSTRUCTION,
@@ -79,7 +79,7 @@ TASKS: dict[str, Task] = {
     ),
     "arithmetic": Task(
         name="arithmetic",
-        load=_load_arithmetic,
+        load=_generated(split_arithmetic),
         reward=math_reward,
         verifier="math",
         instruction=ARITHMETIC_INSTRUCTION,
