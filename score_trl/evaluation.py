@@ -6,6 +6,7 @@ Generation goes through the same `generate_turns` the trainers use, with a plain
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .loading import load_model_and_tokenizer, whole_models
 from .metrics import accuracy, clustered_standard_error, self_correction_metrics
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 _GOLD_COLUMNS = {"math": ["answer"], "code": ["test_list", "test"]}
+
+# transformers renamed generate's `past_key_values` (argument and output field) to `cache` within 5.x
+_CACHE = "cache" if "cache" in {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)} else "past_key_values"
 
 # The instruction shown before attempt `turn` (2, 3, ...) of a dataset row: `MultiTurnRLOOTrainer.get_turn_instruction`
 # has this shape, so evaluation shows what training showed, per row.
@@ -98,34 +103,84 @@ def hf_generate_fn(
     tokenizer: PreTrainedTokenizerBase,
     settings: EvalSettings,
     progress: tqdm | None = None,
+    logprobs: bool = False,
 ) -> GenerateFn:
-    """A `GenerateFn` over `model.generate`: left-padded batches, each row cut after its first end-of-turn token."""
+    """A `GenerateFn` over `model.generate`: left-padded batches, each row cut after its first end-of-turn token.
+
+    A call whose prompts extend the previous call's rows by what it generated (the next turn of `generate_turns`, for
+    prompts that fit one batch) continues from that call's KV cache: only the instruction between the turns is
+    encoded, not the problem and the attempt again. With `logprobs`, each generated token's log-probability under
+    the model's (unprocessed) logits comes back too.
+    """
     eos_ids = set(end_of_turn_ids(tokenizer, model.generation_config.eos_token_id))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids))
+    last: dict = {}  # the previous batch: its prompts, what was generated for them, its sequences, mask and cache
+
+    def continuation(batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(input ids, attention mask) that continue the previous batch's cache, or None if `batch` does not."""
+        if not last or len(batch) != len(last["prompts"]):
+            return None
+        heads = [prompt + attempt for prompt, attempt in zip(last["prompts"], last["attempts"], strict=True)]
+        if any(row[: len(head)] != head for row, head in zip(batch, heads, strict=True)):
+            return None
+        tails = [row[len(head) :] for row, head in zip(batch, heads, strict=True)]
+        if not all(tails):
+            return None
+        width = max(map(len, tails))
+        # the previous rows as generated (tokens after a row's end-of-turn are masked out), then each tail right-aligned
+        kept = [[1] * len(attempt) for attempt in last["attempts"]]
+        generated = last["sequences"].shape[1] - last["mask"].shape[1]
+        mask = [
+            [*prompt_mask, *k, *[0] * (generated - len(k)), *[0] * (width - len(t)), *[1] * len(t)]
+            for prompt_mask, k, t in zip(last["mask"].tolist(), kept, tails, strict=True)
+        ]
+        new = torch.tensor([[pad_id] * (width - len(t)) + t for t in tails], device=model.device)
+        return torch.cat([last["sequences"], new], dim=1), torch.tensor(mask, device=model.device)
 
     @torch.no_grad()
-    def generate(prompts: list[list[int]], num_generations: int) -> tuple[list[list[int]], None]:
-        outputs = []
+    def generate(prompts: list[list[int]], num_generations: int) -> tuple[list[list[int]], list | None]:
+        outputs, scores = [], []
         for start in range(0, len(prompts), settings.batch_size):
             batch = prompts[start : start + settings.batch_size]
-            width = max(map(len, batch))
-            ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in batch], device=model.device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+            continued = continuation(batch) if len(prompts) <= settings.batch_size else None
+            if continued is not None:
+                ids, mask = continued
+                cache = last["cache"]
+            else:
+                width = max(map(len, batch))
+                ids = torch.tensor([[pad_id] * (width - len(p)) + list(p) for p in batch], device=model.device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=model.device)
+                cache = None
             sampling = {"temperature": settings.temperature, "top_k": 0, "top_p": 1.0} if settings.do_sample else {}
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
+                **{_CACHE: cache},
                 max_new_tokens=settings.max_new_tokens,
                 pad_token_id=pad_id,
                 do_sample=settings.do_sample,
+                return_dict_in_generate=True,
+                output_logits=logprobs,
                 **sampling,
             )
-            for row in out[:, width:].tolist():
+            new_tokens = out.sequences[:, ids.shape[1] :]
+            batch_out = []
+            for row in new_tokens.tolist():
                 cut = next((i + 1 for i, token in enumerate(row) if token in eos_ids), len(row))
-                outputs.append(row[:cut])
+                batch_out.append(row[:cut])
+            if logprobs:
+                steps = torch.stack(out.logits, dim=1).float().log_softmax(-1)
+                chosen = steps.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1).tolist()
+                scores += [row[: len(kept)] for row, kept in zip(chosen, batch_out, strict=True)]
+            outputs += batch_out
+            if len(prompts) <= settings.batch_size:
+                last.update(prompts=batch, attempts=batch_out, sequences=out.sequences, mask=mask)
+                last["cache"] = getattr(out, _CACHE)
+            else:
+                last.clear()
             if progress is not None:
                 progress.update(len(batch))
-        return outputs, None
+        return outputs, (scores if logprobs else None)
 
     return generate
 
@@ -271,24 +326,28 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     progress = tqdm(
         total=len(rows) * generated_turns, desc="two-turn evaluation", disable=not PartialState().is_local_main_process
     )
-    generate = hf_generate_fn(model, tokenizer, settings, progress)
+    fixed = None
     if first_attempts is not None:
         fixed = [
             tokenizer(first_attempts[row["id"]], add_special_tokens=False)["input_ids"] + eos_ids[:1] for row in rows
         ]
-        base, calls = generate, []
-
-        def generate(contexts, num_generations):  # turn 1 is read, not generated
-            calls.append(len(calls))
-            return (fixed, None) if len(calls) == 1 else base(contexts, num_generations)
 
     was_training = model.training
     model.eval()
-    rollout = generate_turns(generate, prompt_ids, suffixes)
+    # All turns of one batch before the next batch: each turn continues the previous turn's KV cache (hf_generate_fn).
+    attempts = [[] for _ in range(settings.num_turns)]
+    for start in range(0, len(rows), settings.batch_size):
+        chunk = slice(start, start + settings.batch_size)
+        generate = hf_generate_fn(model, tokenizer, settings, progress)
+        if fixed is not None:
+            generate = _reading_turn_one(fixed[chunk], generate)
+        rollout = generate_turns(generate, prompt_ids[chunk], [turn[chunk] for turn in suffixes])
+        for turn, turn_attempts in enumerate(rollout.attempts):
+            attempts[turn] += turn_attempts
     model.train(was_training)
     progress.close()
 
-    texts = [tokenizer.batch_decode(attempts, skip_special_tokens=True) for attempts in rollout.attempts]
+    texts = [tokenizer.batch_decode(turn_attempts, skip_special_tokens=True) for turn_attempts in attempts]
     turn_prompts, rewards = list(prompts), []
     for turn, turn_texts in enumerate(texts):
         if turn > 0:
@@ -302,6 +361,17 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
         }
         for i, row in enumerate(rows)
     ]
+
+
+def _reading_turn_one(fixed: list[list[int]], generate: GenerateFn) -> GenerateFn:
+    """`generate` with turn 1 read from `fixed` (offline repair), not generated."""
+    calls = []
+
+    def read_then_generate(contexts, num_generations):
+        calls.append(len(calls))
+        return (fixed, None) if len(calls) == 1 else generate(contexts, num_generations)
+
+    return read_then_generate
 
 
 def _majority_correct(answers: list[str | None], gold: str) -> bool:

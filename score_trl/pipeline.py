@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import PartialState
-from accelerate.utils import is_peft_model
+from accelerate.utils import broadcast_object_list, is_peft_model
 from transformers import AutoConfig
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
@@ -36,6 +37,7 @@ from .evaluation import EvalSettings, evaluate_checkpoint
 from .loading import load_model_and_tokenizer, resolve_model_path, whole_models
 from .metrics import format_table
 from .rewards import ANSWER_FORMATS
+from .run_record import RunRecord, check_same_run, run_fingerprint
 from .tasks import Task, TaskArguments, get_task, parse_with_recipe
 from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
 
@@ -49,6 +51,7 @@ __all__ = [
     "eval_settings",
     "parse_args",
     "run",
+    "finished_stage",
     "stage_configs",
     "train_stage",
 ]
@@ -302,30 +305,42 @@ def build_trainer(trainer_cls, model_path: str, args, train_dataset, task: Task,
     return trainer
 
 
+def finished_stage(output_dir: str) -> str | None:
+    """The model a finished stage in `output_dir` handed on (its merged model with LoRA), or None when the stage has
+    not finished there. `train_results.json` is written last, once the model is saved."""
+    if not os.path.exists(os.path.join(output_dir, "train_results.json")):
+        return None
+    merged = os.path.join(output_dir, "merged")
+    return merged if os.path.isdir(merged) else output_dir
+
+
 def train_stage(trainer) -> str:
     """Train (resuming from the last checkpoint in `args.output_dir`), save the model and its model card; returns
-    the path the next stage and the evaluation load. A LoRA model is merged for them."""
+    the path the next stage and the evaluation load. A LoRA model is merged for them. The training metrics are
+    written last: they mark the stage finished (`finished_stage`)."""
     args = trainer.args
     last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     if last is not None:
         logger.info("Resuming %s from %s", type(trainer).__name__, last)
     result = trainer.train(resume_from_checkpoint=last)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
     trainer.save_state()
     trainer.save_model(args.output_dir)
     if trainer.accelerator.is_main_process:
         trainer.create_model_card(dataset_name=None, tags=["score-trl"])
     trainer.accelerator.wait_for_everyone()  # the next stage and the evaluation load what the main process wrote
-    if not is_peft_model(trainer.model):
-        return args.output_dir
-    # LoRA: the next stage and the evaluation start from the merged model (not under ZeRO-3, where it is sharded)
-    merged_dir = os.path.join(args.output_dir, "merged")
-    if trainer.accelerator.is_main_process:
-        trainer.accelerator.unwrap_model(trainer.model).merge_and_unload().save_pretrained(merged_dir)
-        trainer.processing_class.save_pretrained(merged_dir)
-    trainer.accelerator.wait_for_everyone()
-    return merged_dir
+    path = args.output_dir
+    if is_peft_model(trainer.model):
+        # LoRA: the next stage and the evaluation start from the merged model (not under ZeRO-3, where it is sharded)
+        path = os.path.join(args.output_dir, "merged")
+        if trainer.accelerator.is_main_process:
+            # merged in float32: adding the adapter's small update to bfloat16 weights would round much of it away
+            model = trainer.accelerator.unwrap_model(trainer.model).float()
+            model.merge_and_unload().save_pretrained(path)
+            trainer.processing_class.save_pretrained(path)
+        trainer.accelerator.wait_for_everyone()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    return path
 
 
 @contextlib.contextmanager
@@ -406,17 +421,42 @@ def _run(
         raise ValueError("model_name_or_path is not set: name the model to train (a hub id or a path).")
     _check_loadable(model_path)
 
+    # A run resumes what its output_dir holds (checkpoints, finished stages, evaluations) if its settings are the same.
+    fingerprint = run_fingerprint(script_args, args, model_args)
+    resuming = [check_same_run(args.output_dir, fingerprint) if state.is_main_process else None]
+    broadcast_object_list(resuming)  # every process skips (or runs) the same stages and evaluations
+    record = RunRecord(os.path.join(args.output_dir, "run_metrics.json"), fingerprint, resume=resuming[0])
+
+    def evaluation(path: str, trainer, name: str, row: str) -> dict[str, float]:
+        if row in record.evaluations:  # evaluated in an earlier session of this run
+            return record.evaluations[row]
+        started = time.perf_counter()
+        metrics = evaluate_model(path, held_out, script_args, trainer, args.output_dir, name)
+        if state.is_main_process:
+            record.add_evaluation(row, metrics)
+            record.add_wall_time(f"eval {row}", time.perf_counter() - started)
+        return metrics
+
     base_path, results, trainer = model_path, {}, None
     classes = dict(zip(("stage1", "stage2"), trainer_classes, strict=True))
     for name, make_config in stage_configs(script_args, args, base_path, peft_config is not None).items():
         trainer = None  # the previous stage's model, optimizer and reference go before this stage's are built
         gc.collect()
         trainer = build_trainer(classes[name], model_path, make_config(), train_dataset, task, peft_config)
+        trainer.add_callback(record.for_stage(name))
         if not results:  # the base model, evaluated as the first stage's trainer renders turns
-            results["base"] = evaluate_model(base_path, held_out, script_args, trainer, args.output_dir, "base")
-        model_path = train_stage(trainer)
+            results["base"] = evaluation(base_path, trainer, "base", "base")
+        finished = finished_stage(trainer.args.output_dir)
+        if finished is not None:
+            logger.info("%s finished in an earlier session: %s", name, finished)
+            model_path = finished
+        else:
+            started = time.perf_counter()
+            model_path = train_stage(trainer)
+            if state.is_main_process:
+                record.add_wall_time(name, time.perf_counter() - started)
         row, file_name = RESULT_NAMES[name]
-        results[row] = evaluate_model(model_path, held_out, script_args, trainer, args.output_dir, file_name)
+        results[row] = evaluation(model_path, trainer, file_name, row)
 
     if state.is_main_process:
         table = format_table(results)

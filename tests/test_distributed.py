@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Dataset
 
 from score_trl import MultiTurnRLOOTrainer
@@ -37,7 +38,8 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_model_path):
     assert "self_correction/delta" in ranks[0]["logged"] and "turn1/kl" in ranks[0]["logged"]
 
 
-def test_peft_lora_trains_adapters_with_reference_as_disabled_adapters(tmp_path, tiny_model_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bfloat16: the SmolLM2 recipe's frozen base
+def test_peft_lora_trains_adapters_with_reference_as_disabled_adapters(tmp_path, tiny_model_path, dtype):
     peft = pytest.importorskip("peft")
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(6)]
 
@@ -47,7 +49,7 @@ def test_peft_lora_trains_adapters_with_reference_as_disabled_adapters(tmp_path,
     trainer = MultiTurnRLOOTrainer(
         tiny_model_path,
         length_reward,
-        args=make_args(tmp_path, max_steps=3),
+        args=make_args(tmp_path, max_steps=3, model_init_kwargs={"dtype": dtype}),
         train_dataset=Dataset.from_list(rows),
         peft_config=peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
     )
@@ -58,4 +60,8 @@ def test_peft_lora_trains_adapters_with_reference_as_disabled_adapters(tmp_path,
     params = dict(trainer.model.named_parameters())
     assert any(not (params[n] == p).all() for n, p in lora_before.items())
     assert all((params[n] == p).all() for n, p in base_before.items())
+    # Step 1 samples from the untrained adapter (lora_B is zero): the policy is the reference, token for token.
+    first = next(h for h in trainer.state.log_history if "turn1/kl" in h)
+    assert first["turn1/kl"] == 0.0 and first["turn2/kl"] == 0.0
     assert max(h.get("turn1/kl", 0.0) for h in trainer.state.log_history) > 0
+    assert all(p.dtype == torch.float32 for n, p in params.items() if "lora" in n)  # adapters train in float32

@@ -129,3 +129,39 @@ def test_sampled_evaluation_draws_at_the_training_temperature():
     assert EvalSettings.from_config(config, "Again.").temperature == 0.3
     settings = eval_settings(ScoreScriptArguments(eval_do_sample=True), config)
     assert (settings.do_sample, settings.temperature) == (True, 0.3)
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "llama"])  # llama: SmolLM2's architecture
+def test_turn_two_continues_turn_one_cache_with_the_tokens_and_log_probs_of_re_encoding(tmp_path, architecture):
+    from score_trl.evaluation import hf_generate_fn
+    from score_trl.testing import save_tiny_model
+
+    path = save_tiny_model(tmp_path / "model", architecture=architecture)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    settings = EvalSettings(max_new_tokens=8, batch_size=4)
+    prompts = [tokenizer(text)["input_ids"] for text in ("1 + 1 =", "What is 12 + 30?", "2", "Say 7 twice:")]
+    # A row that stops early leaves a hole in the cache (its tokens after the end, masked out from then on): one
+    # token the second row generates third is made an end token.
+    probe, _ = hf_generate_fn(model, tokenizer, settings)(prompts, 1)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, probe[1][2]]
+    encoded = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: encoded.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+
+    continuing = hf_generate_fn(model, tokenizer, settings, logprobs=True)
+    first, _ = continuing(prompts, 1)
+    assert len(set(map(len, first))) > 1, [len(a) for a in first]  # attempts of different lengths: holes
+    suffixes = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (" No.", " Check it again:") * 2]
+    second_prompts = [p + a + s for p, a, s in zip(prompts, first, suffixes, strict=True)]
+    encoded.clear()
+    continued, continued_logprobs = continuing(second_prompts, 1)
+    assert encoded[0] == 1 + max(map(len, suffixes))  # the last turn-1 token and the instructions only
+
+    encoded.clear()
+    re_encoded, re_encoded_logprobs = hf_generate_fn(model, tokenizer, settings, logprobs=True)(second_prompts, 1)
+    assert encoded[0] == max(map(len, second_prompts))
+    assert continued == re_encoded
+    for got, expected in zip(continued_logprobs, re_encoded_logprobs, strict=True):
+        assert got == pytest.approx(expected, abs=1e-5)

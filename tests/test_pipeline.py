@@ -100,7 +100,10 @@ class RecordingTrainer:
 
     def __init__(self, model, reward_funcs, args, train_dataset, peft_config=None):
         RecordingTrainer.built.append((model, args))
-        self.args = args
+        self.args, self.callbacks = args, []
+
+    def add_callback(self, callback):
+        self.callbacks.append(callback)
 
     def get_turn_instruction(self, example, turn):
         return f"row {example['answer']}"

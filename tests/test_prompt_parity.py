@@ -1,5 +1,7 @@
 """Training and evaluation render every turn the same way: token ids the model sees, and texts the rewards see."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from datasets import Dataset
@@ -19,8 +21,12 @@ def record_generate(model, attempt: list[int]):
     contexts = []
 
     def generate(input_ids, attention_mask, **kwargs):
+        # the context the model attends to: a continued cache's holes (masked) are not part of it
         contexts.append([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)])
-        return torch.cat([input_ids, torch.tensor(attempt).expand(len(input_ids), -1)], dim=1)
+        sequences = torch.cat([input_ids, torch.tensor(attempt).expand(len(input_ids), -1)], dim=1)
+        if kwargs.get("return_dict_in_generate"):
+            return SimpleNamespace(sequences=sequences, cache=None, past_key_values=None, logits=None)
+        return sequences
 
     model.generate = generate
     return contexts

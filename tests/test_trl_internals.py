@@ -106,3 +106,39 @@ class TestEachGuardFires:
         args = make_args(tmp_path, ref_model_name_or_path=tiny_model_path)
         with pytest.raises(TRLChangedError, match="could not be named"):
             MultiTurnRLOOTrainer(tiny_model_path, logging_reward, args=args, train_dataset=Dataset.from_list(ROWS))
+
+
+def test_on_cpu_the_fused_head_scores_only_labelled_positions_and_the_same_log_probs(tiny_model_path, monkeypatch):
+    """The compact scoring gives the log-probs and gradients of scoring every position, and scores fewer rows."""
+    from transformers import AutoModelForCausalLM
+    from trl.kernels import chunked_logprob
+    from trl.trainer import utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)  # TRL's own choice first
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    trl_utils.add_fused_lm_head(model, temperature=0.7, outputs=("log_probs", "entropy"))
+    ids = torch.randint(0, model.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[:, :7] = -100  # a 7-token prompt
+    labels[0, 10:] = -100  # padding
+    rows = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting(hidden, *args):
+        rows.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting)
+    outputs = []
+    for compact in (False, True):
+        if compact:
+            assert trl_internals.score_labelled_positions_on_cpu()
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        (out.log_probs.sum() + out.entropy.sum()).backward()
+        grad = model.get_output_embeddings().weight.grad.clone()
+        outputs.append((out.log_probs.detach(), out.entropy.detach(), grad))
+    assert rows == [3 * 11, int((labels[:, 1:] != -100).sum())]
+    for full, compact in zip(*outputs, strict=True):
+        torch.testing.assert_close(compact, full, rtol=1e-5, atol=1e-6)
+    assert outputs[0][0].abs().sum() > 0

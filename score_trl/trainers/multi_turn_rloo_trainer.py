@@ -25,7 +25,13 @@ from .returns import (
     weighted_advantages,
     weighted_rewards,
 )
-from .trl_internals import check_attributes, check_beta_was_applied, check_methods, check_reference_was_named
+from .trl_internals import (
+    check_attributes,
+    check_beta_was_applied,
+    check_methods,
+    check_reference_was_named,
+    score_labelled_positions_on_cpu,
+)
 from .turn_batch import TurnBatch
 from .turn_metrics import TurnMetricsMixin
 
@@ -121,6 +127,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         if kwargs.get("rollout_func") is not None:
             raise ValueError(f"{type(self).__name__} generates its turns itself: do not pass `rollout_func`.")
         check_methods()  # the TRL privates this trainer builds on (score_trl/trainers/trl_internals.py)
+        score_labelled_positions_on_cpu()  # the LM head skips prompt and padding positions on a CPU
 
         # TRL builds the reference model from `model.config._name_or_path`, read while GRPOTrainer.__init__ runs. So the
         # reference is named there: `args.ref_model_name_or_path` if set; else, for an in-memory model (which may lack

@@ -19,6 +19,10 @@ Attributes of a built `GRPOTrainer` read or written (`TRL_ATTRIBUTES`): `_metric
 `chat_template_kwargs`, `pad_to_multiple_of`, `reward_weights`, `reward_func_names`, `mask_truncated_completions`
 (set to False) and `rollout_func` (TRL's experimental hook, set after `__init__`).
 
+Off CUDA, TRL's fused LM head scores every position of `prompt | completion`, the prompt and the padding included
+(`trl.trainer.utils._use_triton` decides, so that Neuron's tile shapes stay fixed); on a CPU, where nothing recompiles,
+`score_labelled_positions_on_cpu` makes it score only the positions with a label, the completion tokens.
+
 Metric keys TRL logs once per batch from the last turn only, which the per-turn logs replace (`TRL_LAST_TURN_METRICS`
 and `rewards/<name>/mean|std`): each must have gained exactly one value in the batch before its value is removed
 (`check_logged_once`), so that a key TRL stops logging never deletes an older batch's value in silence.
@@ -27,8 +31,11 @@ and `rewards/<name>/mean|std`): each must have gained exactly one value in the b
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable, Mapping
 
+import torch
+import trl.trainer.utils as trl_utils
 from trl import GRPOTrainer
 
 
@@ -42,7 +49,10 @@ __all__ = [
     "check_logged_once",
     "check_methods",
     "check_reference_was_named",
+    "score_labelled_positions_on_cpu",
 ]
+
+logger = logging.getLogger(__name__)
 
 _FIX = "score-trl is tested with the TRL version pyproject.toml pins: install that one (pip install -e .)."
 
@@ -142,3 +152,29 @@ def check_reference_was_named(reference: str | None, renamed) -> None:
             "Trainer.create_accelerator_and_postprocess was not called during GRPOTrainer.__init__, so the KL "
             f"reference {reference!r} could not be named. {_FIX}"
         )
+
+
+def score_labelled_positions_on_cpu() -> bool:
+    """Make TRL's fused LM head (`add_fused_lm_head`) score only the labelled positions on a CPU; returns whether it
+    now does.
+
+    TRL 1.16 scores only the labelled (completion) positions where `_use_triton(device)` holds and every position
+    elsewhere, a choice made for Neuron, whose compiled tiles would change shape with the number of positions. On a
+    CPU nothing is compiled, and scoring the prompt and the padding too was most of a SmolLM2 policy forward
+    (docs/results.md): the head's vocabulary-wide work is done per scored position. The kernel's own choice of
+    Triton is a separate name in `trl.kernels.chunked_logprob`, left as it is. A TRL without this seam only loses the
+    speed-up, so it is logged, not raised.
+    """
+    current = getattr(trl_utils, "_use_triton", None)
+    if getattr(current, "_score_trl_cpu", False):
+        return True
+    if not callable(current) or "compact = _use_triton(" not in inspect.getsource(trl_utils.add_fused_lm_head):
+        logger.warning("TRL's fused LM head changed: it scores every position on a CPU (slower, same result).")
+        return False
+
+    def compact_on_cpu(device: torch.device) -> bool:
+        return device.type == "cpu" or current(device)
+
+    compact_on_cpu._score_trl_cpu = True
+    trl_utils._use_triton = compact_on_cpu
+    return True
