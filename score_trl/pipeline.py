@@ -302,13 +302,10 @@ def build_trainer(
 ):
     """A trainer of `trainer_cls` for `task`: its reward, and a named verifier's answer format for the answer-changed
     logs (a task with its own verifier function keeps the trainer's)."""
+    # Passed only when set: a trainer class written before quantization existed keeps working without it.
+    kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
     trainer = trainer_cls(
-        model_path,
-        task.reward,
-        args=args,
-        train_dataset=train_dataset,
-        peft_config=peft_config,
-        quantization_config=quantization_config,
+        model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config, **kwargs
     )
     if isinstance(task.verifier, str):
         trainer.answer_format = ANSWER_FORMATS[task.verifier]
