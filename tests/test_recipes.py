@@ -268,6 +268,12 @@ def test_chained_recipes_train_a_step_each(stage1, stage2, tiny_models, tmp_path
     for _, trainer, _ in _trainers(argv, written):
         # The recipes' first step has a warm-up learning rate of 0: that the step ran and logged is what is checked.
         assert trainer.model.config._name_or_path == written
+        # The KL reference: the base model where the recipe names it (the paper's), else, with LoRA, the Stage I
+        # model with the new adapter disabled (TRL builds no reference model then).
+        if _values(stage2).get("ref_model_name_or_path"):
+            assert trainer.ref_model.config._name_or_path == model
+        else:
+            assert _values(stage2)["use_peft"] and trainer.ref_model is None
         train_stage(trainer)
         assert trainer.state.global_step == 1 and "train_loss" in trainer.state.log_history[-1]
 
