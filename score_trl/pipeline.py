@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -28,9 +29,9 @@ import torch
 import yaml
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, is_peft_model
-from transformers import AutoConfig
+from transformers import AutoConfig, BitsAndBytesConfig
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, get_peft_config
+from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .evaluation import EvalSettings, evaluate_checkpoint
@@ -50,6 +51,7 @@ __all__ = [
     "each_warning_once",
     "eval_settings",
     "parse_args",
+    "quantization_config",
     "run",
     "finished_stage",
     "stage_configs",
@@ -298,10 +300,18 @@ def _check_loadable(model_path: str) -> None:
         load_model_and_tokenizer(model_path)
 
 
-def build_trainer(trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None):
-    """A trainer of `trainer_cls` for `task`: its reward, and its answer format for the answer-changed logs."""
-    trainer = trainer_cls(model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config)
-    trainer.answer_format = ANSWER_FORMATS[task.verifier]
+def build_trainer(
+    trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None, quantization_config=None
+):
+    """A trainer of `trainer_cls` for `task`: its reward, and a named verifier's answer format for the answer-changed
+    logs (a task with its own verifier function keeps the trainer's)."""
+    # Passed only when set: a trainer class written before quantization existed keeps working without it.
+    kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    trainer = trainer_cls(
+        model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config, **kwargs
+    )
+    if isinstance(task.verifier, str):
+        trainer.answer_format = ANSWER_FORMATS[task.verifier]
     return trainer
 
 
@@ -312,6 +322,25 @@ def finished_stage(output_dir: str) -> str | None:
         return None
     merged = os.path.join(output_dir, "merged")
     return merged if os.path.isdir(merged) else output_dir
+
+
+def quantization_config(model_args: ModelConfig, peft_config) -> BitsAndBytesConfig | None:
+    """`load_in_4bit` / `load_in_8bit` as TRL's scripts read them (`get_quantization_config`), refused where they
+    cannot run: bitsandbytes' kernels need a CUDA GPU, and quantized weights train only through LoRA adapters."""
+    config = get_quantization_config(model_args)
+    if config is None:
+        return None
+    flag = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+    if peft_config is None:
+        raise ValueError(f"{flag}=True trains through LoRA adapters only: set use_peft=True (QLoRA) or unset {flag}.")
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"{flag}=True needs a CUDA GPU (bitsandbytes' quantized weights), and none is visible: unset {flag} "
+            "to train in full precision here, or run on a GPU with `pip install 'score-trl[qlora]'`."
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(f"{flag}=True needs bitsandbytes: pip install 'score-trl[qlora]'.")
+    return config
 
 
 def train_stage(trainer) -> str:
@@ -374,11 +403,12 @@ def run(
     script_args: ScoreScriptArguments,
     args: MultiTurnRLOOConfig,
     model_args: ModelConfig,
-    trainer_classes: tuple[type, type] = (StageOneTrainer, MultiTurnRLOOTrainer),
+    trainer_classes: tuple[type, type] | None = None,
 ) -> dict[str, dict]:
     """The whole pipeline; returns the evaluation results by name ('base', 'stage I', 'SCoRe').
 
-    `trainer_classes` are Stage I's and Stage II's trainers: pass subclasses to change what they do. Every evaluation
+    `trainer_classes` are Stage I's and Stage II's trainers: pass subclasses to change what they do (None: the task's
+    `trainers`, else `StageOneTrainer` and `MultiTurnRLOOTrainer`). Every evaluation
     renders turns as the stage's trainer does (its `get_turn_instruction`, per row), the base model's as the first
     stage's trainer does. What the user set in `args` is kept: task defaults and `model_args` only fill what is unset.
     Each distinct warning is shown once (`each_warning_once`).
@@ -391,7 +421,7 @@ def _run(
     script_args: ScoreScriptArguments,
     args: MultiTurnRLOOConfig,
     model_args: ModelConfig,
-    trainer_classes: tuple[type, type],
+    trainer_classes: tuple[type, type] | None,
 ) -> dict[str, dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if script_args.torch_threads:
@@ -411,6 +441,7 @@ def _run(
 
     args.model_init_kwargs = _model_init_kwargs(args, model_args)
     peft_config = get_peft_config(model_args)
+    quantization = quantization_config(model_args, peft_config)
     with whole_models(args):  # a GGUF file or packaged model: its checkpoint, converted whole (also under ZeRO-3)
         model_path = resolve_model_path(model_args.model_name_or_path)
     if task.offline_model and model_path in (None, "embedded"):
@@ -438,11 +469,15 @@ def _run(
         return metrics
 
     base_path, results, trainer = model_path, {}, None
+    trainer_classes = trainer_classes or task.trainers or (StageOneTrainer, MultiTurnRLOOTrainer)
     classes = dict(zip(("stage1", "stage2"), trainer_classes, strict=True))
     for name, make_config in stage_configs(script_args, args, base_path, peft_config is not None).items():
         trainer = None  # the previous stage's model, optimizer and reference go before this stage's are built
         gc.collect()
-        trainer = build_trainer(classes[name], model_path, make_config(), train_dataset, task, peft_config)
+        trainer = build_trainer(
+            classes[name], model_path, make_config(), train_dataset, task, peft_config, quantization
+        )
+        logger.info("%s trains with %s", name, type(trainer).__name__)
         trainer.add_callback(record.for_stage(name))
         if not results:  # the base model, evaluated as the first stage's trainer renders turns
             results["base"] = evaluation(base_path, trainer, "base", "base")

@@ -51,7 +51,16 @@ _SCRIPT_FIELDS = (
     "eval_do_sample",
     "eval_samples_per_problem",
 )
-_MODEL_FIELDS = ("model_name_or_path", "dtype", "use_peft", "lora_r", "lora_alpha", "lora_target_modules")
+_MODEL_FIELDS = (
+    "model_name_or_path",
+    "dtype",
+    "use_peft",
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+    "load_in_4bit",
+    "load_in_8bit",
+)
 
 
 def run_fingerprint(script_args, args, model_args) -> dict[str, Any]:

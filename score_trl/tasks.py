@@ -2,11 +2,13 @@
 attempts. The pipeline (`score_trl.pipeline`), the SFT baselines and `score-trl-eval` look tasks up here, so that
 each default is written once.
 
-Add a task by adding a `Task` to `TASKS` (see docs/custom_task.md).
+A task of your own needs no change here: define a `Task` in your module and name it `module:attribute`
+(`--task my_pkg.tasks:units`, see docs/custom_task.md); `TASKS` holds the built-in ones.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,20 +33,23 @@ class Task:
     """What differs between tasks.
 
     `load(dataset_name, dataset_config, train_split, eval_dataset_name, eval_split)` returns (training set, evaluation
-    rows), each row with a `prompt` and the columns `reward` reads; `verifier` names the reward in
-    `score_trl.rewards.REWARD_FUNCS` that evaluation uses; `offline_model` says the task brings its own base model
-    (the `embedded` model id).
+    rows), each row with a `prompt` and the columns `reward` reads; `verifier` is what evaluation scores turns with:
+    a reward function (TRL's signature; usually `reward` itself) or the name of one in `score_trl.rewards.REWARD_FUNCS`
+    ('math' reads an `answer` column, 'code' the tests); `offline_model` says the task brings its own base model (the
+    `embedded` model id); `trainers`, when set, are the (Stage I, Stage II) trainer classes the pipeline trains it
+    with, e.g. subclasses with the task's hooks.
     """
 
     name: str
     load: Callable[[str | None, str | None, str, str | None, str], tuple[Dataset, list[dict]]]
     reward: Callable
-    verifier: str
+    verifier: str | Callable
     instruction: str
     dataset_name: str | None
     eval_dataset_name: str | None
     dataset_config: str | None = None
     offline_model: bool = False
+    trainers: tuple[type, type] | None = None
 
     def turn_instruction(self, chosen: str | None = None) -> str:
         """The instruction shown between attempts: `chosen` when the user set one, else this task's. The pipeline
@@ -109,10 +114,32 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
-    """The registered task `name`, or an error that lists the registered ones."""
+    """The built-in task `name`, or the `Task` that `module:attribute` names in an importable module (the user's
+    own, e.g. `my_pkg.tasks:units`); an error that says which names work otherwise."""
+    if ":" in name:
+        return _import_task(name)
     if name not in TASKS:
-        raise ValueError(f"task={name!r} is not registered; use one of {sorted(TASKS)} or add it to `TASKS`.")
+        raise ValueError(
+            f"task={name!r} is not a built-in task ({sorted(TASKS)}); for a task of your own, give "
+            "`module:attribute` naming a `score_trl.tasks.Task` in an importable module (e.g. my_pkg.tasks:units)."
+        )
     return TASKS[name]
+
+
+def _import_task(name: str) -> Task:
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"task={name!r}: cannot import {module_name!r} ({error}); put its directory on PYTHONPATH or install it."
+        ) from error
+    task = getattr(module, attribute, None)
+    if not isinstance(task, Task):
+        raise ValueError(
+            f"task={name!r}: {module_name}.{attribute} is {type(task).__name__}, not a `score_trl.tasks.Task`."
+        )
+    return task
 
 
 @dataclass
@@ -125,7 +152,10 @@ class TaskArguments(ScriptArguments):
 
     task: str = field(
         default="math",
-        metadata={"help": "Registered task: 'math', 'code', 'embedded' or 'arithmetic' (both offline)."},
+        metadata={
+            "help": "Built-in task: 'math', 'code', 'embedded' or 'arithmetic' (both offline); or your own "
+            "`score_trl.tasks.Task` as `module:attribute` (e.g. my_pkg.tasks:units)."
+        },
     )
     eval_dataset_name: str | None = field(
         default=None, metadata={"help": "Evaluation set, hub id or path (None: the task's, e.g. MATH-500)."}

@@ -1,12 +1,15 @@
 """Long end-to-end runs: `make test-slow` (pytest -m slow)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.test_docs import demo_table
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +34,13 @@ def test_embedded_default_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["base", "stage I", "SCoRe"]
+    # The README's table is what the demo prints: each row's delta within two standard errors of the difference
+    # (a 95% band: the base's pretraining gives other digits on other CPUs, which one SE would fail a third of the time).
+    printed, readme = demo_table(result.stdout), demo_table((ROOT / "README.md").read_text())
+    assert list(printed) == list(readme) == list(results)
+    for name, row in readme.items():
+        band = 2 * math.hypot(row["delta_se"], printed[name]["delta_se"])
+        assert abs(row["delta"] - printed[name]["delta"]) <= band, (name, row, printed[name])
     assert all(r["n"] == 640 for r in results.values())  # 40 held-out problems x 16 sampled traces
     # The embedded default's claim (docs/results.md): the base does not correct, SCoRe does, well beyond its error.
     assert results["base"]["delta"] <= 0.0
