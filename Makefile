@@ -19,7 +19,7 @@ PIP := $(PYTHON) -m pip
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo collapse test test-slow lint
+.PHONY: install demo collapse real real-page test test-slow lint
 
 install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
@@ -46,6 +46,16 @@ demo: install
 collapse: install
 	$(PYTHON) benchmarks/reproduce.py --tasks rare_0.005 rare --arms base naive score --seeds 0 \
 		--output_dir outputs/collapse --results_file outputs/collapse/results.md
+
+# Issue 27's comparison on a real model: SmolLM2-135M-Instruct, naive multi-turn RL and SCoRe from the same base,
+# evaluated greedily on 200 held-out arithmetic problems (benchmarks/real.py; it resumes its runs, kept in
+# ~/.cache/score_trl/real). Both cores for the one process: no other training beside it. `make real-page` rebuilds
+# docs/results.md's table and curves from the committed metrics (docs/results/smollm2/) without training.
+real: install
+	OMP_NUM_THREADS=2 $(PYTHON) benchmarks/real.py
+
+real-page: install
+	$(PYTHON) benchmarks/real.py --from_metrics
 
 test: install
 	$(PYTHON) -m pytest

@@ -49,6 +49,10 @@ class SpeedArguments:
     steps: int = field(default=2, metadata={"help": "Training steps per timed run."})
     eval_problems: int = field(default=16, metadata={"help": "Problems per evaluation run (one batch)."})
     rounds: int = field(default=3, metadata={"help": "Alternating rounds of each timed comparison."})
+    measure: str = field(
+        default="all",
+        metadata={"help": "'all': (a), (b) and (c); 'eval': only (b), the two-turn evaluation against `generate`."},
+    )
     threads: int = field(
         default=1,
         metadata={"help": "Torch threads (1 for tiny models; a real model on a quiet machine may use more)."},
@@ -196,6 +200,9 @@ def main(opts: SpeedArguments) -> None:
             from score_trl.loading import resolve_model_path
 
             model_path = resolve_model_path(opts.model)
+        if opts.measure == "eval":
+            _print_eval(_eval_times(model_path, opts), opts)
+            return
         trainers = {kind: _build(kind, model_path, opts, os.path.join(tmp, kind)) for kind in ("trl", "score")}
         for trainer in trainers.values():  # warm-up
             _step_times(trainer)
@@ -230,6 +237,10 @@ def main(opts: SpeedArguments) -> None:
         f"peak memory TRL: {memory['trl']:.1f} MiB   SCoRe: {memory['score']:.1f} MiB   "
         f"ratio {memory['score'] / max(memory['trl'], 1e-9):.2f}x"
     )
+    _print_eval(eval_times, opts)
+
+
+def _print_eval(eval_times: dict[str, list[float]], opts) -> None:
     gen_t, eval_t = statistics.median(eval_times["generate"]), statistics.median(eval_times["evaluate"])
     n = opts.eval_problems
     print(
