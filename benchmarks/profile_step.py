@@ -36,6 +36,12 @@ class ProfileArguments:
 
     steps: int = field(default=3, metadata={"help": "Timed training steps."})
     warmup: int = field(default=1, metadata={"help": "Untimed steps first (allocations, kernel selection)."})
+    compact_head: bool = field(
+        default=True,
+        metadata={
+            "help": "False: TRL's LM head scores every position on a CPU too (the cost before score-trl's seam)."
+        },
+    )
 
 
 class _StepClock(TrainerCallback):
@@ -104,6 +110,11 @@ def main(opts: ProfileArguments, script_args: ScoreScriptArguments, args: MultiT
     if model_args.dtype not in (None, "auto"):
         args.model_init_kwargs = {**(args.model_init_kwargs or {}), "dtype": model_args.dtype}
     trainer = build_trainer(MultiTurnRLOOTrainer, model_path, args, train, task, get_peft_config(model_args))
+    if not opts.compact_head:
+        import trl.trainer.utils as trl_utils
+        from trl.kernels import chunked_logprob
+
+        trl_utils._use_triton = chunked_logprob._use_triton
     clock = _StepClock()
     trainer.add_callback(clock)
     instrument(trainer, clock)
@@ -116,7 +127,8 @@ def main(opts: ProfileArguments, script_args: ScoreScriptArguments, args: MultiT
     print(
         f"{model_args.model_name_or_path}: {samples} two-turn samples per step, {args.max_completion_length} tokens "
         f"per turn at most, {torch.get_num_threads()} thread(s), bf16 {args.bf16}, "
-        f"LoRA {model_args.use_peft}; median of {len(timed)} steps"
+        f"dtype {model_args.dtype}, LoRA {model_args.use_peft}, compact head {opts.compact_head}; median of "
+        f"{len(timed)} steps"
     )
     for part in parts:
         seconds = statistics.median(step.get(part, 0.0) for step in timed)

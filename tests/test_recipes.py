@@ -191,7 +191,15 @@ def _as_written(trainer, values: dict) -> None:
     if values.get("use_peft"):
         assert is_peft_model(trainer.model)
         assert trainer.model.peft_config["default"].r == values["lora_r"]
-        assert set(trainer.model.peft_config["default"].target_modules) == set(values["lora_target_modules"])
+        targets = values["lora_target_modules"]
+        if targets == "all-linear":  # peft resolves it to every linear layer but the output head
+            inner = trainer.model.base_model.model
+            linear = {n.removesuffix(".base_layer") for n, m in inner.named_modules() if type(m) is torch.nn.Linear}
+            linear = {n for n in linear if ".lora_" not in n}  # the adapters' own A and B matrices
+            adapted = {n for n, m in inner.named_modules() if hasattr(m, "lora_A")}
+            assert adapted == linear - {"lm_head"} and len(adapted) > 4, adapted
+        else:
+            assert set(trainer.model.peft_config["default"].target_modules) == set(targets)
 
 
 @pytest.mark.parametrize("recipe", SCORE_RECIPES)
