@@ -68,6 +68,12 @@ class ScoreScriptArguments(TaskArguments):
     """Task, data, evaluation and stage settings of a SCoRe run (see `TaskArguments` for the task and data)."""
 
     eval_do_sample: bool = field(default=False, metadata={"help": "Sample in evaluation (default: greedy)."})
+    eval_use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate with vLLM (`make install-vllm`; docs/vllm.md); on a CPU transformers, the default, is faster."
+        },
+    )
     eval_samples_per_problem: int = field(
         default=1, metadata={"help": "Sampled two-turn traces per problem (with eval_do_sample)."}
     )
@@ -261,6 +267,7 @@ def eval_settings(
         "max_new_tokens": script_args.eval_max_new_tokens,
         "batch_size": script_args.eval_batch_size,
         "do_sample": script_args.eval_do_sample,
+        "use_vllm": script_args.eval_use_vllm,
     }
     if isinstance(source, MultiTurnRLOOConfig):
         return EvalSettings.from_config(source, source.turn_instruction, **decoding)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "score_trl"
 LAYERS = [
     {"sandbox"},
     {"prompts", "metrics", "rewards"},
-    {"rollout", "data", "loading", "testing", "run_record"},
+    {"rollout", "data", "loading", "testing", "run_record", "vllm_cpu"},
     {"trainers", "evaluation"},
     {"tasks", "baselines"},
     {"pipeline", "cli"},

@@ -30,6 +30,7 @@ from .trl_internals import (
     check_beta_was_applied,
     check_methods,
     check_reference_was_named,
+    colocated_vllm_on_cpu,
     score_labelled_positions_on_cpu,
 )
 from .turn_batch import TurnBatch
@@ -154,7 +155,8 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                 model.save_pretrained(copy)
                 self._reference = copy
             try:
-                super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+                with colocated_vllm_on_cpu(self, args):  # vLLM's CPU backend: its engine and weight sync
+                    super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
                 check_reference_was_named(self._reference, getattr(self, "_renamed", None))
             finally:  # the policy keeps its own name (model card, Hub), also when the construction failed
                 if getattr(self, "_renamed", None) is not None:
