@@ -182,6 +182,9 @@ def shared_engine(model: str, dtype: torch.dtype, **kwargs):
     from trl.trainer.utils import ensure_master_addr_port
 
     ensure_master_addr_port()
+    # TRL caps `max_num_seqs` at its generation batch; a shared engine also serves evaluation, whose batches are
+    # larger: vLLM's default applies (the KV cache bounds what runs at once anyway).
+    kwargs.pop("max_num_seqs", None)
     llm = LLM(model=model, **{**defaults, **kwargs, **engine_kwargs(dtype)})
     check_vllm(llm)
     _ENGINE.update(key=key, llm=llm)

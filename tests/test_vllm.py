@@ -200,6 +200,25 @@ def test_engine_is_shared_between_trainers_and_evaluation(tiny_path, tmp_path):
     assert trainer.vllm_generation.llm is shared_engine(tiny_path, torch.float32)
 
 
+def test_the_seams_fail_loudly_when_trl_or_vllm_move(tiny_path, monkeypatch):
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from score_trl.trainers.trl_internals import TRLChangedError, check_vllm_generation
+    from score_trl.vllm_cpu import VLLMChangedError, check_vllm, shared_engine
+
+    check_vllm_generation()
+    monkeypatch.delattr(VLLMGeneration, "_iter_named_params")
+    with pytest.raises(TRLChangedError, match="_iter_named_params"):
+        check_vllm_generation()
+
+    llm = shared_engine(tiny_path, torch.float32)
+    runner = llm.llm_engine.model_executor.driver_worker.model_runner
+    check_vllm(llm)
+    monkeypatch.setattr(runner, "reload_weights", lambda weights_path=None: None)
+    with pytest.raises(VLLMChangedError, match="reload_weights"):
+        check_vllm(llm)
+
+
 # ----- SmolLM2-135M-Instruct ---------------------------------------------------------------------------------------
 
 
