@@ -59,7 +59,7 @@ class SpeedArguments:
         default="all",
         metadata={
             "help": "'all': (a), (b) and (c); 'eval': only (b), the two-turn evaluation against `generate`; 'vllm': (a) "
-            "and (b) with vLLM against transformers."
+            "and (b) with vLLM against transformers; 'vllm-eval': only (b) with vLLM."
         },
     )
     threads: int = field(
@@ -215,7 +215,20 @@ def _vllm_eval_times(model_path: str, opts) -> dict[str, list[float]]:
     return times
 
 
-def _vllm_report(model_path: str, opts, tmp: str) -> None:
+def _vllm_report(model_path: str, opts, tmp: str, steps: bool = True) -> None:
+    if steps:
+        _vllm_steps(model_path, opts, tmp)
+    eval_times = _vllm_eval_times(model_path, opts)
+    n = opts.eval_problems
+    hf_t, vllm_t = statistics.median(eval_times["transformers"]), statistics.median(eval_times["vllm"])
+    print(
+        f"two-turn evaluation ({n} problems, {opts.completion} tokens/turn)  transformers: {n / hf_t:.2f} problems/s "
+        f"({2 * n * opts.completion / hf_t:.0f} tok/s)   vLLM: {n / vllm_t:.2f} problems/s "
+        f"({2 * n * opts.completion / vllm_t:.0f} tok/s)   time ratio vLLM / transformers {vllm_t / hf_t:.2f}x"
+    )
+
+
+def _vllm_steps(model_path: str, opts, tmp: str) -> None:
     kinds = ("score", "score_vllm", "trl", "trl_vllm")
     trainers = {kind: _build(kind, model_path, opts, os.path.join(tmp, kind)) for kind in kinds}
     start = time.perf_counter()
@@ -237,15 +250,6 @@ def _vllm_report(model_path: str, opts, tmp: str) -> None:
         f"ratios: SCoRe vLLM / transformers {median['score_vllm'] / median['score']:.2f}x   TRL vLLM / transformers "
         f"{median['trl_vllm'] / median['trl']:.2f}x   SCoRe / TRL with vLLM "
         f"{median['score_vllm'] / median['trl_vllm']:.2f}x   (steps measured in {time.perf_counter() - start:.0f} s)"
-    )
-    del trainers
-    eval_times = _vllm_eval_times(model_path, opts)
-    n = opts.eval_problems
-    hf_t, vllm_t = statistics.median(eval_times["transformers"]), statistics.median(eval_times["vllm"])
-    print(
-        f"two-turn evaluation ({n} problems, {opts.completion} tokens/turn)  transformers: {n / hf_t:.2f} problems/s "
-        f"({2 * n * opts.completion / hf_t:.0f} tok/s)   vLLM: {n / vllm_t:.2f} problems/s "
-        f"({2 * n * opts.completion / vllm_t:.0f} tok/s)   time ratio vLLM / transformers {vllm_t / hf_t:.2f}x"
     )
 
 
@@ -303,8 +307,8 @@ def main(opts: SpeedArguments) -> None:
             from score_trl.loading import resolve_model_path
 
             model_path = resolve_model_path(opts.model)
-        if opts.measure == "vllm":
-            _vllm_report(model_path, opts, tmp)
+        if opts.measure in ("vllm", "vllm-eval"):
+            _vllm_report(model_path, opts, tmp, steps=opts.measure == "vllm")
             return
         if opts.measure == "eval":
             _print_eval(_eval_times(model_path, opts), opts)
