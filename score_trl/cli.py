@@ -53,7 +53,7 @@ class EvalArguments:
         default=False,
         metadata={
             "help": "Generate with vLLM (`make install-vllm`; docs/vllm.md): the same greedy answers as the default "
-            "transformers path, slower on a CPU."
+            "transformers path."
         },
     )
     first_attempts_file: str | None = field(

@@ -1,8 +1,8 @@
 """Two-turn (or K-turn) evaluation of intrinsic self-correction: the paper's table row, plus every trace.
 
 Generation goes through the same `generate_turns` the trainers use, with a plain batched `model.generate` backend
-(greedy by default), or with `EvalSettings.use_vllm` a vLLM engine holding the model's weights (`score_trl.vllm_cpu`;
-on this CPU transformers is the faster one, docs/vllm.md). Under `accelerate launch`, each process evaluates a shard and the main process gathers.
+(greedy by default), or with `EvalSettings.use_vllm` a vLLM engine holding the model's weights (`score_trl.vllm_cpu`,
+docs/vllm.md). Under `accelerate launch`, each process evaluates a shard and the main process gathers.
 """
 
 from __future__ import annotations

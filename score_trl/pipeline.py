@@ -71,7 +71,7 @@ class ScoreScriptArguments(TaskArguments):
     eval_use_vllm: bool = field(
         default=False,
         metadata={
-            "help": "Evaluate with vLLM (`make install-vllm`; docs/vllm.md); on a CPU transformers, the default, is faster."
+            "help": "Evaluate with vLLM (`make install-vllm`; docs/vllm.md): the same greedy answers as transformers."
         },
     )
     eval_samples_per_problem: int = field(
