@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from accelerate import PartialState
 from datasets import Dataset
-from transformers import AutoConfig
+from transformers import AutoConfig, TrainingArguments
 
 from .data.rows import with_ids
 from .loading import load_model_and_tokenizer, resolve_model_path, whole_models
@@ -45,7 +45,9 @@ def check_loadable(model_path: str) -> None:
         load_model_and_tokenizer(model_path)
 
 
-def resolve_model(task: Task, model_name_or_path: str | None, load_args=None, quick_base: bool = False) -> str:
+def resolve_model(
+    task: Task, model_name_or_path: str | None, load_args: TrainingArguments | None = None, quick_base: bool = False
+) -> str:
     """The checkpoint a run loads for the model the user named: a GGUF file or a packaged model converted once
     (`score_trl.loading.resolve_model_path`); `embedded` or none, for a task with its own base model, that model,
     built on first use (`quick_base`: the smaller one smoke runs use). Checked loadable. `load_args` is the training
@@ -71,7 +73,7 @@ def resolve_inputs(
     model_name_or_path: str | None,
     *,
     with_train: bool = True,
-    load_args=None,
+    load_args: TrainingArguments | None = None,
     quick_base: bool = False,
 ) -> RunInputs:
     """The task `args` names, its data (the data sets `args` names, else the task's; the training set only

@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate.utils import is_peft_model
@@ -25,7 +26,12 @@ from trl import ModelConfig, get_quantization_config
 
 from .loading import resolve_model_path, whole_models
 from .tasks import Task
-from .trainers import MultiTurnRLOOConfig, StageOneConfig
+from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftConfig
 
 
 __all__ = [
@@ -226,7 +232,7 @@ def model_init_kwargs(args: MultiTurnRLOOConfig, model_args: ModelConfig) -> dic
     return merged
 
 
-def quantization_config(model_args: ModelConfig, peft_config) -> BitsAndBytesConfig | None:
+def quantization_config(model_args: ModelConfig, peft_config: PeftConfig | None) -> BitsAndBytesConfig | None:
     """`load_in_4bit` / `load_in_8bit` as TRL's scripts read them (`get_quantization_config`), refused where they
     cannot run: bitsandbytes' kernels need a CUDA GPU, and quantized weights train only through LoRA adapters."""
     config = get_quantization_config(model_args)
@@ -246,8 +252,14 @@ def quantization_config(model_args: ModelConfig, peft_config) -> BitsAndBytesCon
 
 
 def build_trainer(
-    trainer_cls, model_path: str, args, train_dataset, reward, peft_config=None, quantization_config=None
-):
+    trainer_cls: type[MultiTurnRLOOTrainer],
+    model_path: str,
+    args: MultiTurnRLOOConfig,
+    train_dataset: Dataset,
+    reward: Callable,
+    peft_config: PeftConfig | None = None,
+    quantization_config: BitsAndBytesConfig | None = None,
+) -> MultiTurnRLOOTrainer:
     """A trainer of `trainer_cls` for a stage: the model at `model_path`, the task's `reward`, the stage's `args`."""
     # Passed only when set: a trainer class written before quantization existed keeps working without it.
     kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
@@ -263,7 +275,7 @@ def finished_stage(output_dir: str) -> str | None:
     return merged if os.path.isdir(merged) else output_dir
 
 
-def train_stage(trainer) -> str:
+def train_stage(trainer: MultiTurnRLOOTrainer) -> str:
     """Train (resuming from the last checkpoint in `args.output_dir`), save the model and its model card; returns
     the path the next stage and the evaluation load. A LoRA model is merged for them. The training metrics are
     written last: they mark the stage finished (`finished_stage`)."""
