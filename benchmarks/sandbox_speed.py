@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from score_trl.rewards import SandboxConfig, make_code_reward
+from score_trl.rewards import make_code_reward
+from score_trl.sandbox import SandboxConfig
 
 
 @dataclass

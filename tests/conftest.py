@@ -18,14 +18,14 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path_pad_eos(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama-pad-eos"), architecture="llama", pad_is_eos=True)
 
@@ -68,3 +68,16 @@ def descriptors_past_1024():
     for fd in held:
         os.close(fd)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def task_with_rows(name: str, train: list[dict], held_out: list[dict]):
+    """The built-in task `name`, its data sets replaced by these rows (for `monkeypatch.setitem(TASKS, name, ...)`)."""
+    import dataclasses
+
+    from datasets import Dataset
+
+    from score_trl.tasks import TASKS
+
+    return dataclasses.replace(
+        TASKS[name], load_train=lambda *args: Dataset.from_list(train), load_eval=lambda *args: list(held_out)
+    )
