@@ -178,3 +178,25 @@ def test_evaluation_shows_feedback_to_the_next_turn(tiny_model_path):
     assert metrics["feedback_rate"] == 1.0
     plain, _ = evaluate(model, tokenizer, rows, boxed_reward, EvalSettings(instruction="Check it.", max_new_tokens=4))
     assert plain["feedback_rate"] == 0.0
+
+
+def test_the_pipeline_gives_the_tasks_feedback_only_when_asked(monkeypatch):
+    import dataclasses
+
+    from score_trl.pipeline import ScoreScriptArguments, build_trainer
+    from score_trl.tasks import TASKS
+
+    built = []
+
+    class Recording:
+        def __init__(self, model, reward_funcs, args, train_dataset, peft_config=None, **kwargs):
+            built.append(kwargs)
+
+    task = TASKS["arithmetic"]
+    build_trainer(Recording, "m", None, None, task)
+    build_trainer(Recording, "m", None, None, task, feedback=True)
+    assert built == [{}, {"feedback_func": task.feedback}] and task.feedback is math_feedback
+    monkeypatch.setitem(TASKS, "silent", dataclasses.replace(task, name="silent", feedback=None))
+    with pytest.raises(ValueError, match="turn_feedback"):
+        ScoreScriptArguments(task="silent", turn_feedback=True)
+    ScoreScriptArguments(task="silent")  # the intrinsic setting needs no feedback function
