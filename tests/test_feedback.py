@@ -183,7 +183,8 @@ def test_evaluation_shows_feedback_to_the_next_turn(tiny_model_path):
 def test_the_pipeline_gives_the_tasks_feedback_only_when_asked(monkeypatch):
     import dataclasses
 
-    from score_trl.pipeline import ScoreScriptArguments, build_trainer
+    from score_trl.pipeline import ScoreScriptArguments
+    from score_trl.stages import build_trainer
     from score_trl.tasks import TASKS
 
     built = []
@@ -193,8 +194,8 @@ def test_the_pipeline_gives_the_tasks_feedback_only_when_asked(monkeypatch):
             built.append(kwargs)
 
     task = TASKS["arithmetic"]
-    build_trainer(Recording, "m", None, None, task)
-    build_trainer(Recording, "m", None, None, task, feedback=True)
+    build_trainer(Recording, "m", None, None, task.reward)
+    build_trainer(Recording, "m", None, None, task.reward, feedback_func=task.feedback)
     assert built == [{}, {"feedback_func": task.feedback}] and task.feedback is math_feedback
     monkeypatch.setitem(TASKS, "silent", dataclasses.replace(task, name="silent", feedback=None))
     with pytest.raises(ValueError, match="turn_feedback"):
