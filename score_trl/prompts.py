@@ -7,6 +7,7 @@ __all__ = [
     "CODE_CORRECTION_INSTRUCTION",
     "MATH_CORRECTION_INSTRUCTION",
     "MATH_SYSTEM_PROMPT",
+    "InsteadOfInstruction",
     "first_turn_messages",
     "next_turn_prompts",
     "with_feedback",
@@ -59,11 +60,19 @@ def next_turn_prompts(
     ]
 
 
+class InsteadOfInstruction(str):
+    """A feedback message shown in place of the instruction rather than in front of it: for a model that reads the
+    instruction at fixed positions (the embedded task's tiny model), a told instruction of the same length."""
+
+
 def with_feedback(instruction: str, feedback: str | None, max_chars: int = MAX_FEEDBACK_CHARS) -> str:
     """The instruction before the next attempt, led by what a verifier told about the last one (None: nothing, the
-    paper's intrinsic setting). Feedback longer than `max_chars` is cut there."""
+    paper's intrinsic setting; an `InsteadOfInstruction`: that text instead of the instruction). Feedback longer than
+    `max_chars` is cut there."""
     if not feedback:
         return instruction
+    if isinstance(feedback, InsteadOfInstruction):
+        return str(feedback)
     if len(feedback) > max_chars:
         feedback = feedback[: max_chars - 3] + "..."
     return f"{feedback} {instruction}"

@@ -21,7 +21,7 @@ from .data.arithmetic import ARITHMETIC_INSTRUCTION, split_arithmetic
 from .data.code import load_humaneval, load_mbpp
 from .data.math import load_math
 from .embedded import EMBEDDED_INSTRUCTION, base_model_path, split_problems
-from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION
+from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, InsteadOfInstruction
 from .rewards import code_reward, math_reward
 from .rewards.feedback import FeedbackFunc, make_math_feedback, math_feedback
 
@@ -100,8 +100,12 @@ def _load_math_eval(dataset_name, dataset_config, split):
 _EMBEDDED_TRAIN, _EMBEDDED_EVAL = _generated(split_problems)
 _ARITHMETIC_TRAIN, _ARITHMETIC_EVAL = _generated(split_arithmetic)
 
-# The embedded tokenizer knows only its task's words: "wrong" is the word its own checks write ("no").
-EMBEDDED_FEEDBACK = make_math_feedback(wrong="no .", unreadable="no .")
+# The embedded tokenizer knows only its task's words: "wrong" is the word its own checks write ("no"). Its tiny model
+# reads the problem at fixed offsets from the instruction: two words in front of it were measured to break its turn-2
+# checks (docs/results.md, issue 31), so the told instruction is the usual one with "if any" replaced by as many
+# words, "no .".
+_EMBEDDED_TOLD = InsteadOfInstruction(EMBEDDED_INSTRUCTION.replace("if any", "no ."))
+EMBEDDED_FEEDBACK = make_math_feedback(wrong=_EMBEDDED_TOLD, unreadable=_EMBEDDED_TOLD)
 
 TASKS: dict[str, Task] = {
     "embedded": Task(

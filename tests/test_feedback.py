@@ -52,6 +52,20 @@ def test_math_feedback_tells_what_the_verifier_found():
         make_math_feedback(wrong="Your {guess} is wrong.")
 
 
+def test_the_embedded_task_is_told_in_an_instruction_of_the_same_length():
+    from score_trl.embedded import EMBEDDED_INSTRUCTION, build_tokenizer
+    from score_trl.prompts import InsteadOfInstruction
+    from score_trl.tasks import TASKS
+
+    told = TASKS["embedded"].feedback([{"answer": "3"}, {"answer": "4"}], ["answer: \\boxed{4}", "answer: \\boxed{4}"])
+    assert isinstance(told[0], InsteadOfInstruction) and told[1] is None
+    shown = with_feedback(EMBEDDED_INSTRUCTION, told[0])
+    tokenizer = build_tokenizer()
+    ids, usual = tokenizer(shown)["input_ids"], tokenizer(EMBEDDED_INSTRUCTION)["input_ids"]
+    assert "no" in shown.split() and len(ids) == len(usual) and tokenizer.unk_token_id not in ids
+    assert sum(a != b for a, b in zip(ids, usual, strict=True)) == 2  # two words differ, at the same positions
+
+
 def test_with_feedback_leads_the_instruction_and_is_bounded():
     assert with_feedback("Check it.", None) == "Check it."
     assert with_feedback("Check it.", "It is wrong.") == "It is wrong. Check it."

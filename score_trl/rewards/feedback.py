@@ -47,7 +47,9 @@ def make_math_feedback(
                 continue
             score = verify_math(attempt, str(row["answer"]))
             told = score is not None and score < 1.0
-            messages.append(wrong.format(answer=_one_line(answer, answer_chars)) if told else None)
+            # a message without the field is kept as given (an `InsteadOfInstruction` stays one)
+            message = wrong.format(answer=_one_line(answer, answer_chars)) if "{answer}" in wrong else wrong
+            messages.append(message if told else None)
         return messages
 
     return feedback
