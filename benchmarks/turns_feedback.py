@@ -108,7 +108,7 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = (("delta", "delta (last turn - turn 1)"), ("changed_when_wrong", "answer changed when wrong"))
+    keys = (("delta", "delta, last turn - turn 1"), ("changed_when_wrong", "answer changed when wrong"))
     fig, axes = plt.subplots(1, len(keys), figsize=(11, 3.4))
     colors = dict(zip(SETTINGS, ("tab:blue", "tab:green", "tab:purple"), strict=True))
     for ax, (key, label) in zip(axes, keys, strict=True):
@@ -119,7 +119,7 @@ def plot(results: list[dict], path: Path) -> None:
                     continue
                 mean = [_nanmean(values) for values in zip(*(c[key] for c in runs), strict=False)]
                 ax.plot(runs[0]["step"][: len(mean)], mean, style, color=color, label=f"{ARMS[arm]}, {setting}")
-        ax.set_title(f"{label}, training samples (mean over seeds)")
+        ax.set_title(f"{label} (training, mean of seeds)", fontsize=10)
         ax.set_xlabel("RL step (Stage I then Stage II for SCoRe)")
         ax.axhline(0.0, color="grey", linewidth=0.5)
     axes[0].legend(fontsize=7)
@@ -134,7 +134,8 @@ def write_results(results: list[dict], results_file: Path, command: str, wall_s:
         [
             BEGIN,
             f"Command: `{command}`; {wall_s / 60:.1f} min wall, {len(results)} results "
-            f"({sum(bool(r.get('reused')) for r in results)} reused from earlier runs).",
+            f"({sum(bool(r.get('reused')) for r in results)} reused from earlier runs; the arms' own wall times "
+            f"sum to {sum(r['wall_s'] for r in results) / 60:.1f} min, on 2 workers).",
             "",
             *table(results),
             "",
