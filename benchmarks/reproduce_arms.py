@@ -102,6 +102,8 @@ class ArmSettings:
     learning_rate: float = 1e-4
     eval_samples_per_problem: int = 16
     logging_steps: int = 10  # the resolution of the training curves
+    num_turns: int = 2  # attempts per episode, in training and in evaluation
+    feedback: bool = False  # the task's verifier feedback before each later attempt (issue 31); False: intrinsic
 
 
 def _recipe():
@@ -127,6 +129,10 @@ def _config(cls, out: str, seed: int, settings: ArmSettings, steps: int, **chang
     return cls(**{k: v for k, v in {**values, **changes}.items() if k in names})
 
 
+def _last_turn(log: dict) -> int:
+    return max(int(key[4:].split("/")[0]) for key in log if key.startswith("turn") and key.endswith("/reward"))
+
+
 def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
     rows = [h for h in history if "self_correction/delta" in h]
     return {
@@ -135,6 +141,8 @@ def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
         "changed_rate": [h["self_correction/changed_rate"] for h in rows],
         # not logged when a batch has no wrong first answer
         "changed_when_wrong": [h.get("self_correction/changed_when_wrong", math.nan) for h in rows],
+        "acc_t1": [h.get("turn1/accuracy", math.nan) for h in rows],
+        "acc_last": [h.get(f"turn{_last_turn(h)}/accuracy", math.nan) for h in rows],
     }
 
 
@@ -159,16 +167,21 @@ def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float
     def arm(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
         script_args, _ = _recipe()
         script_args = dataclasses.replace(
-            script_args, stage="both" if stage1 else "2", stage1_max_steps=s.stage1_steps
+            script_args, stage="both" if stage1 else "2", stage1_max_steps=s.stage1_steps, turn_feedback=s.feedback
         )
         # without Stage I, the same number of RL steps, all in Stage II; its KL reference is the base model either way
         stage2_steps = s.stage2_steps if stage1 else s.stage1_steps + s.stage2_steps
         changes = {"alpha": s.alpha if shaped else 0.0, "ref_model_name_or_path": None if stage1 else base}
         changes.update(turn_weights=[1.0, 1.0 + s.alpha] if turn_weighted else None, turn_discount=discount)
+        # one KL weight for every turn (the recipe's, expanded to its two turns, would not fit another number)
+        changes.update(num_turns=s.num_turns, turn_betas=[0.01])
         args = _config(MultiTurnRLOOConfig, out if stage1 else f"{out}/stage2", seed, s, stage2_steps, **changes)
         model, offset, task = base, 0, get_task(script_args.task)
         for name, make_config in stage_configs(script_args, args, task, base).items():
-            trainer = build_trainer(STAGE_TRAINERS[name], model, make_config(), train, task.reward)
+            feedback = task.feedback if s.feedback else None
+            trainer = build_trainer(
+                STAGE_TRAINERS[name], model, make_config(), train, task.reward, None, None, feedback
+            )
             model = _train(trainer, curves, offset)
             offset += trainer.args.max_steps
         return model
@@ -210,7 +223,9 @@ def _pair_sft(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, cu
 
 def sampling_settings(s: ArmSettings) -> EvalSettings:
     """How every arm samples (training data for the SFT arms, the held-out evaluation): as the demo evaluates."""
-    return dataclasses.replace(eval_settings(*_recipe()), max_new_tokens=s.max_tokens)
+    script_args, args = _recipe()
+    settings = eval_settings(dataclasses.replace(script_args, turn_feedback=s.feedback), args)
+    return dataclasses.replace(settings, max_new_tokens=s.max_tokens, num_turns=s.num_turns)
 
 
 TRAIN: dict[str, Callable] = {

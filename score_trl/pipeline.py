@@ -58,6 +58,14 @@ class ScoreScriptArguments(TaskArguments, StageArguments):
     eval_samples_per_problem: int = field(
         default=1, metadata={"help": "Sampled two-turn traces per problem (with eval_do_sample)."}
     )
+    turn_feedback: bool = field(
+        default=False,
+        metadata={
+            "help": "Feedback turns: before each later attempt, tell the model what the task's verifier found in its "
+            "last one (the task's `feedback`, e.g. 'Your final answer 7 is wrong.'). False: the paper's intrinsic "
+            "setting, the same instruction whatever the attempt (docs/feedback.md)."
+        },
+    )
     smoke: bool = field(
         default=False,
         metadata={
@@ -70,6 +78,11 @@ class ScoreScriptArguments(TaskArguments, StageArguments):
     def __post_init__(self):
         TaskArguments.__post_init__(self)
         StageArguments.__post_init__(self)
+        if self.turn_feedback and get_task(self.task).feedback is None:
+            raise ValueError(
+                f"turn_feedback=True, but task {self.task!r} has no `feedback` function: give the Task one "
+                "(score_trl.rewards.feedback), or set turn_feedback to False."
+            )
 
 
 def parse_args(default_recipe: Path | None = None, args: list[str] | None = None):
@@ -112,8 +125,9 @@ def eval_settings(
         "do_sample": script_args.eval_do_sample,
     }
     if isinstance(source, MultiTurnRLOOConfig):
-        instruction = get_task(script_args.task).turn_instruction(source.turn_instruction)
-        return EvalSettings.from_config(source, instruction, **decoding)
+        task = get_task(script_args.task)
+        feedback = task.feedback if script_args.turn_feedback else None
+        return EvalSettings.from_config(source, task.turn_instruction(source.turn_instruction), feedback, **decoding)
     return EvalSettings.from_trainer(source, **decoding)
 
 
@@ -237,8 +251,9 @@ def _run(
     for name, make_config in stages.items():
         trainer = None  # the previous stage's model, optimizer and reference go before this stage's are built
         gc.collect()
+        feedback = task.feedback if script_args.turn_feedback else None
         trainer = build_trainer(
-            classes[name], model_path, make_config(), inputs.train, task.reward, peft_config, quantization
+            classes[name], model_path, make_config(), inputs.train, task.reward, peft_config, quantization, feedback
         )
         logger.info("%s trains with %s", name, type(trainer).__name__)
         trainer.add_callback(record.for_stage(name))
@@ -260,7 +275,9 @@ def _run(
         table = format_table(results)
         decoding = f"sampled x{script_args.eval_samples_per_problem}" if script_args.eval_do_sample else "greedy"
         note = "delta_se: delta's standard error over problems"
-        print(f"\nSelf-correction on held-out problems ({decoding}, two turns; {note}):\n{table}")
+        setting = "with feedback" if script_args.turn_feedback else "intrinsic"
+        turns = f"{args.num_turns} turns, {setting}"
+        print(f"\nSelf-correction on held-out problems ({decoding}, {turns}; {note}):\n{table}")
         Path(args.output_dir, "results.md").write_text(table + "\n")
         Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2))
         logger.info("Final model: %s", model_path)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from .prompts import next_turn_prompts
+from .prompts import next_turn_prompts, with_feedback
 
 
 __all__ = [
     "MultiTurnRollout",
     "SuffixFn",
+    "TurnFeedbackFn",
+    "TurnInstructions",
     "TurnRenderer",
     "TurnSuffix",
     "build_chat_suffix",
@@ -37,6 +39,14 @@ GenerateFn = Callable[[list[list[int]], int], tuple[list[list[int]], list[list[f
 # The suffixes before attempt `turn` (2, 3, ...) of every sample, from the attempts so far (`[turn][sample]` token ids):
 # called between the turns, so that what the model is shown next may depend on what it answered.
 SuffixFn = Callable[[int, list[list[list[int]]]], Sequence["TurnSuffix"]]
+# A row's instruction before attempt `turn` (2, 3, ...), given its earlier attempts' texts: a trainer's
+# `get_turn_instruction`.
+InstructionFn = Callable[[dict, int, Sequence[str]], str]
+# What to tell each sample about its last attempt before attempt `turn` (None: nothing): rows, the turn and the last
+# attempts' texts in, one message per sample out. A trainer's `get_turn_feedback`.
+TurnFeedbackFn = Callable[[Sequence[dict], int, list[str]], list["str | None"]]
+# Bound on the instructions whose token ids are kept: with feedback, every distinct message makes one more.
+_MAX_CACHED_SUFFIXES = 4096
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,8 @@ class TurnRenderer:
     def suffix(self, instruction: str, conversational: bool) -> TurnSuffix:
         key = (instruction, conversational)
         if key not in self._suffixes:
+            if len(self._suffixes) >= _MAX_CACHED_SUFFIXES:
+                self._suffixes.clear()
             self._suffixes[key] = build_suffix(
                 self.tokenizer,
                 instruction,
@@ -175,6 +187,46 @@ class TurnRenderer:
 
     def next_turn_prompts(self, prompts: list, attempts: list[str], instructions: list[str]) -> list:
         return next_turn_prompts(prompts, attempts, instructions, self.instruction_template)
+
+
+@dataclass
+class TurnInstructions:
+    """The instructions of one rollout, chosen between the turns: a `SuffixFn` for `generate_turns`.
+
+    Before attempt `turn`, sample i is shown `instruction(rows[i], turn, its earlier attempts)`, led by the message
+    `feedback(rows, turn, last attempts)` gives it about its last attempt (`prompts.with_feedback`; None, or no
+    feedback function: nothing, the paper's intrinsic setting). It keeps what it decoded and showed, `[turn][sample]`:
+    `texts[k]` the attempts k+1 (the last one once `finish` has run), `shown[k]` the instructions before attempt k+2,
+    `told[k]` whether those carried feedback.
+    """
+
+    renderer: TurnRenderer
+    rows: Sequence[dict]
+    conversational: bool
+    instruction: InstructionFn
+    feedback: TurnFeedbackFn | None = None
+    texts: list[list[str]] = field(default_factory=list)
+    shown: list[list[str]] = field(default_factory=list)
+    told: list[list[bool]] = field(default_factory=list)
+
+    def __call__(self, turn: int, attempts: list[list[list[int]]]) -> list[TurnSuffix]:
+        self.texts.append(self.renderer.tokenizer.batch_decode(attempts[-1], skip_special_tokens=True))
+        messages: list[str | None] = [None] * len(self.rows)
+        if self.feedback is not None:
+            messages = list(self.feedback(self.rows, turn, self.texts[-1]))
+            if len(messages) != len(self.rows):
+                raise ValueError(f"The feedback function gave {len(messages)} messages for {len(self.rows)} attempts.")
+        shown = [
+            with_feedback(self.instruction(row, turn, [texts[i] for texts in self.texts]), message)
+            for i, (row, message) in enumerate(zip(self.rows, messages, strict=True))
+        ]
+        self.shown.append(shown)
+        self.told.append([bool(m) for m in messages])
+        return [self.renderer.suffix(text, self.conversational) for text in shown]
+
+    def finish(self, rollout: MultiTurnRollout) -> None:
+        """Decode the last turn's attempts too, so that `texts` holds every turn."""
+        self.texts.append(self.renderer.tokenizer.batch_decode(rollout.attempts[-1], skip_special_tokens=True))
 
 
 @dataclass(frozen=True)

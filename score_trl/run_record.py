@@ -47,6 +47,7 @@ _SCRIPT_FIELDS = (
     "stage1_turn_betas",
     "stage2_turn_betas",
     "stage2_reference",
+    "turn_feedback",
     "max_eval_samples",
     "eval_max_new_tokens",
     "eval_do_sample",

@@ -80,8 +80,8 @@ class StageArguments:
     stage1_turn_betas: list[float] | None = field(
         default=None,
         metadata={
-            "help": "Per-turn KL weights of Stage I (None: StageOneConfig's, [0.1, 0.01]: strong on turn 1; the "
-            "paper's MBPP setting is [0.25, 0.01])."
+            "help": "Per-turn KL weights of Stage I (None: StageOneConfig's, [0.1, 0.01]: strong on turn 1, 0.01 on "
+            "every later turn; the paper's MBPP setting is [0.25, 0.01])."
         },
     )
     stage2_turn_betas: list[float] | None = field(
@@ -118,7 +118,8 @@ def _check_stage_settings(stages: StageArguments, args: MultiTurnRLOOConfig) -> 
             f"args is a {type(args).__name__}: a run derives each stage's config from one MultiTurnRLOOConfig, "
             "what both stages share (stage1_turn_betas sets Stage I's KL)."
         )
-    if list(args.turn_betas) != _field_default(MultiTurnRLOOConfig, "turn_betas"):
+    default = _field_default(MultiTurnRLOOConfig, "turn_betas")  # one value, for every turn
+    if list(args.turn_betas) not in (default, default * args.num_turns):
         raise ValueError(
             f"turn_betas={args.turn_betas}: a run sets each stage's KL weights apart, so this would say one stage's "
             "and be read as the other's. Set stage1_turn_betas (Stage I's) or stage2_turn_betas (Stage II's) instead."
@@ -173,7 +174,7 @@ def stage_configs(
 
     def stage_one() -> StageOneConfig:
         own = {name: _field_default(StageOneConfig, name) for name in STAGE_TWO_RETURNS}
-        own["turn_betas"] = _or_default(stages.stage1_turn_betas, StageOneConfig)
+        own["turn_betas"] = stages.stage1_turn_betas  # None: StageOneConfig's, for any number of turns
         if stages.stage1_max_steps is not None:
             own["max_steps"] = stages.stage1_max_steps
         if both:
@@ -259,10 +260,14 @@ def build_trainer(
     reward: Callable,
     peft_config: PeftConfig | None = None,
     quantization_config: BitsAndBytesConfig | None = None,
+    feedback_func: Callable | None = None,
 ) -> MultiTurnRLOOTrainer:
-    """A trainer of `trainer_cls` for a stage: the model at `model_path`, the task's `reward`, the stage's `args`."""
-    # Passed only when set: a trainer class written before quantization existed keeps working without it.
+    """A trainer of `trainer_cls` for a stage: the model at `model_path`, the task's `reward` (and its
+    `feedback_func` in a run with feedback turns), the stage's `args`."""
+    # Passed only when set: a trainer class written before quantization or feedback existed keeps working without it.
     kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    if feedback_func is not None:
+        kwargs["feedback_func"] = feedback_func
     return trainer_cls(model_path, reward, args=args, train_dataset=train_dataset, peft_config=peft_config, **kwargs)
 
 

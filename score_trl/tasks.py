@@ -21,8 +21,9 @@ from .data.arithmetic import ARITHMETIC_INSTRUCTION, split_arithmetic
 from .data.code import load_humaneval, load_mbpp
 from .data.math import load_math
 from .embedded import EMBEDDED_INSTRUCTION, base_model_path, split_problems
-from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION
+from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, InsteadOfInstruction
 from .rewards import code_reward, math_reward
+from .rewards.feedback import FeedbackFunc, make_math_feedback, math_feedback
 
 
 __all__ = ["TASKS", "Task", "TaskArguments", "get_task", "parse_with_recipe"]
@@ -39,7 +40,8 @@ class Task:
     ('math' reads an `answer` column, 'code' the tests); `base_model`, for a task that brings its own base model, returns
     its path (the `embedded` model name, or none, then names it; its argument asks for the smaller base smoke runs use);
     `trainers`, when set, are the (Stage I, Stage II) trainer classes the pipeline trains it with, e.g. subclasses
-    with the task's hooks.
+    with the task's hooks; `feedback` is what its verifier tells about an attempt when a run asks for feedback turns
+    (`turn_feedback`; `score_trl.rewards.feedback`).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Task:
     eval_dataset_config: str | None = None
     base_model: Callable[[bool], str] | None = None
     trainers: tuple[type, type] | None = None
+    feedback: FeedbackFunc | None = None
 
     def turn_instruction(self, chosen: str | None = None) -> str:
         """The instruction shown between attempts: `chosen` when the user set one, else this task's. The pipeline
@@ -97,6 +100,13 @@ def _load_math_eval(dataset_name, dataset_config, split):
 _EMBEDDED_TRAIN, _EMBEDDED_EVAL = _generated(split_problems)
 _ARITHMETIC_TRAIN, _ARITHMETIC_EVAL = _generated(split_arithmetic)
 
+# The embedded tokenizer knows only its task's words: "wrong" is the word its own checks write ("no"). Its tiny model
+# reads the problem at fixed offsets from the instruction: two words in front of it were measured to break its turn-2
+# checks (docs/results.md, issue 31), so the told instruction is the usual one with "if any" replaced by as many
+# words, "no .".
+_EMBEDDED_TOLD = InsteadOfInstruction(EMBEDDED_INSTRUCTION.replace("if any", "no ."))
+EMBEDDED_FEEDBACK = make_math_feedback(wrong=_EMBEDDED_TOLD, unreadable=_EMBEDDED_TOLD)
+
 TASKS: dict[str, Task] = {
     "embedded": Task(
         name="embedded",
@@ -108,6 +118,7 @@ TASKS: dict[str, Task] = {
         dataset_name=None,
         eval_dataset_name=None,
         base_model=base_model_path,
+        feedback=EMBEDDED_FEEDBACK,
     ),
     "arithmetic": Task(
         name="arithmetic",
@@ -118,6 +129,7 @@ TASKS: dict[str, Task] = {
         instruction=ARITHMETIC_INSTRUCTION,
         dataset_name=None,
         eval_dataset_name=None,
+        feedback=math_feedback,
     ),
     "math": Task(
         name="math",
@@ -128,6 +140,7 @@ TASKS: dict[str, Task] = {
         instruction=MATH_CORRECTION_INSTRUCTION,
         dataset_name="EleutherAI/hendrycks_math",
         eval_dataset_name="HuggingFaceH4/MATH-500",
+        feedback=math_feedback,
     ),
     "code": Task(
         name="code",

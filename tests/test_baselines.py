@@ -52,7 +52,7 @@ def test_star_pairs_are_conversational_prompt_completion():
 
 def test_pairs_show_each_problem_its_own_instruction():
     # an instruction that depends on the row, as a trainer's `get_turn_instruction` (EvalSettings.instruction_for)
-    per_row = lambda row, turn: f"Fix problem {row['id']} at turn {turn}."  # noqa: E731
+    per_row = lambda row, turn, attempts=(): f"Fix problem {row['id']} at turn {turn}."  # noqa: E731
     star = star_dataset(TRACES, ROWS, per_row, keep_correct=True)
     pairs = pair_sft_dataset(TRACES, ROWS, per_row, include_correct=True)
     for row in [*star, *pairs]:

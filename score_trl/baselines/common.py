@@ -26,9 +26,10 @@ def sample_traces(
 
 def pair(problem: dict, first: str, instruction: str | InstructionFn, second: str) -> dict:
     """One SFT example: prompt = [x, assistant y1, user instruction], completion = [assistant y2]. `instruction` is
-    a string or, as in `EvalSettings`, a function of (row, turn): the problem's own instruction is the one trained."""
+    a string or, as in `EvalSettings`, a function of (row, turn, earlier attempts): the problem's own instruction
+    after its own first attempt is the one trained."""
     if callable(instruction):
-        instruction = instruction(problem, 2)
+        instruction = instruction(problem, 2, (first,))
     return {
         "prompt": [
             *problem["prompt"],

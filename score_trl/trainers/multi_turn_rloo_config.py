@@ -46,8 +46,9 @@ class MultiTurnRLOOConfig(GRPOConfig):
             A non-negative weight per turn on its advantages (a single value applies to every turn); `None`: 1.0 on
             every turn. `[1, 1 + alpha]` with `alpha=0` gives turn 2 the expected gradient of the shaping without
             its variance.
-        turn_betas (`list[float]`, *optional*, defaults to `[0.01, 0.01]`):
-            Per-turn weight of the per-token k3 KL to the reference model (paper's Stage II: 0.01 on both).
+        turn_betas (`list[float]`, *optional*, defaults to `[0.01]`):
+            Per-turn weight of the per-token k3 KL to the reference model (paper's Stage II: 0.01 on both turns); a
+            single value applies to every turn.
         correct_threshold (`float`, *optional*, defaults to `1.0`):
             A turn counts as correct in the logged accuracy and flip metrics when its summed reward is at least
             this.
@@ -93,7 +94,7 @@ class MultiTurnRLOOConfig(GRPOConfig):
         },
     )
     turn_betas: list[float] = field(
-        default_factory=lambda: [0.01, 0.01],
+        default_factory=lambda: [0.01],
         metadata={"help": "Per-turn KL weights, one per turn (a single value applies to every turn)."},
     )
     correct_threshold: float = field(

@@ -17,7 +17,8 @@ from trl.trainer.utils import pad
 
 from ..metrics import format_table
 from ..prompts import MATH_CORRECTION_INSTRUCTION
-from ..rollout import TurnRenderer, generate_turns
+from ..rewards.feedback import FeedbackFunc
+from ..rollout import TurnInstructions, TurnRenderer, generate_turns
 from .kl_reference import kl_reference
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
 from .returns import (
@@ -90,7 +91,14 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
     _paper = SCORE_PAPER
     _config_class = MultiTurnRLOOConfig
 
-    def __init__(self, model, reward_funcs, args: MultiTurnRLOOConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: MultiTurnRLOOConfig | None = None,
+        feedback_func: FeedbackFunc | None = None,
+        **kwargs,
+    ):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path or "model"
             args = self._config_class(f"{name.split('/')[-1]}-SCoRe")
@@ -126,6 +134,8 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         # Evaluation results ({name: metrics}) that the model card lists under the card TRL writes (score_trl.pipeline)
         self.model_card_metrics: dict[str, dict[str, float]] | None = None
         self._turn_betas = torch.tensor([0.0, *args.turn_betas])
+        # None: the paper's intrinsic setting, the same instruction whatever the attempt (`get_turn_feedback`)
+        self.feedback_func = feedback_func
 
     def create_accelerator_and_postprocess(self):
         # `transformers.Trainer.__init__` calls this once `self.model` is set, before GRPOTrainer builds the reference
@@ -137,7 +147,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
             self._renamed = (self.model.config, self.model.config._name_or_path)
             self.model.config._name_or_path = reference
 
-    # ----- the two documented hooks ---------------------------------------------------------------------------------
+    # ----- the documented hooks ------------------------------------------------------------------------------------
 
     def get_turn_instruction(self, example: dict[str, Any], turn: int, attempts: Sequence[str] = ()) -> str:
         """The instruction shown before attempt `turn` (2, 3, ...) of `example` (a dataset row), after `attempts`,
@@ -148,6 +158,18 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         it from a column, or to answer the attempts.
         """
         return MATH_CORRECTION_INSTRUCTION if self.args.turn_instruction is None else self.args.turn_instruction
+
+    def get_turn_feedback(self, examples: Sequence[dict], turn: int, attempts: list[str]) -> list[str | None]:
+        """What to tell each sample about its last attempt before attempt `turn`, put in front of its instruction
+        (None: nothing). `examples` are the samples' dataset rows, `attempts` their last attempts' texts.
+
+        Defaults to the trainer's `feedback_func` (e.g. `score_trl.rewards.feedback.math_feedback`: "Your final
+        answer X is wrong."), and to nothing without one: the paper's intrinsic setting. Override to tell more, e.g.
+        from a trusted test runner; never echo an attempt unfiltered (docs/feedback.md).
+        """
+        if self.feedback_func is None:
+            return [None] * len(attempts)
+        return self.feedback_func(examples, attempts)
 
     def compute_turn_returns(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-turn returns from per-turn rewards, both (num_samples, num_turns); NaN marks an unjudged sample.
@@ -182,7 +204,8 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
 
     def _roll_out(self, rows: list[dict]) -> TurnRollout:
         """Every turn of every sample: one batched generation per turn, each later turn after the instruction
-        `get_turn_instruction` gives the row once the earlier attempts are known."""
+        `get_turn_instruction` gives the row once the earlier attempts are known, led by `get_turn_feedback`'s
+        message about the last one."""
         prompts = [row["prompt"] for row in rows]
         conversational = is_conversational({"prompt": prompts[0]})
         prompt_ids = self.turn_renderer.first_turn_ids(prompts)
@@ -192,19 +215,12 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                 f"A prompt has {max(map(len, prompt_ids))} tokens, more than max_prompt_length={limit}. Filter long "
                 "prompts out of the dataset or raise max_prompt_length."
             )
-        instructions, texts = [], []
-
-        def suffixes_before(turn: int, attempts: list[list[list[int]]]) -> list:
-            texts.append(self.processing_class.batch_decode(attempts[-1], skip_special_tokens=True))
-            shown = [self.get_turn_instruction(row, turn, [t[i] for t in texts]) for i, row in enumerate(rows)]
-            instructions.append(shown)
-            return [self.turn_renderer.suffix(text, conversational) for text in shown]
-
-        turns = generate_turns(
-            self._generate_ids, prompt_ids, suffixes_before, self._num_generations(), self.args.num_turns
+        shown = TurnInstructions(
+            self.turn_renderer, rows, conversational, self.get_turn_instruction, self.get_turn_feedback
         )
-        texts.append(self.processing_class.batch_decode(turns.attempts[-1], skip_special_tokens=True))
-        return TurnRollout.from_rollout(turns, instructions, texts, self.eos_token_ids)
+        turns = generate_turns(self._generate_ids, prompt_ids, shown, self._num_generations(), self.args.num_turns)
+        shown.finish(turns)
+        return TurnRollout.from_rollout(turns, shown, self.eos_token_ids)
 
     def _score(self, rows: list[dict], rollout: TurnRollout) -> TurnBatch:
         """Each turn scored by the reward functions (TRL's reward step, once per turn, as the turn's prompt and

@@ -25,22 +25,34 @@ class StageOneConfig(MultiTurnRLOOConfig):
     do. With the discount at 0, turn 1's advantages are 0, so a weight on them other than 1 is refused as meaningless.
 
     Parameters:
-        turn_betas (`list[float]`, *optional*, defaults to `[0.1, 0.01]`):
-            Per-turn KL weights: strong on turn 1, weak afterwards.
+        turn_betas (`list[float]` or `None`, *optional*, defaults to `None`):
+            Per-turn KL weights: strong on turn 1, weak afterwards. None: `[0.1, 0.01]`, and 0.01 on every turn after
+            the second with `num_turns > 2`.
         alpha (`float`, *optional*, defaults to `0.0`):
             Not used: Stage I shapes no reward (turn 1 has none, turn 2 gets r2). Any other value is refused.
     """
 
-    turn_betas: list[float] = field(
-        default_factory=lambda: list(STAGE_ONE_TURN_BETAS),
-        metadata={"help": "Per-turn KL weights: strong on turn 1 (paper: 0.1 MATH, 0.25 MBPP), weak (0.01) after."},
+    turn_betas: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-turn KL weights: strong on turn 1 (paper: 0.1 MATH, 0.25 MBPP), weak after. None: 0.1 on "
+            "turn 1 and 0.01 on every later turn."
+        },
     )
     alpha: float = field(
         default=0.0,
         metadata={"help": "Not used: Stage I shapes no reward (turn 2 trains on r2). Any other value is refused."},
     )
 
+    @staticmethod
+    def default_turn_betas(num_turns: int) -> list[float]:
+        """Stage I's KL weights when none are set: strong on turn 1, weak on every later turn."""
+        strong, weak = STAGE_ONE_TURN_BETAS
+        return [strong] + [weak] * (num_turns - 1)
+
     def __post_init__(self):
+        if self.turn_betas is None:
+            self.turn_betas = self.default_turn_betas(self.num_turns)
         super().__post_init__()
         if self.alpha != 0.0:
             raise ValueError(

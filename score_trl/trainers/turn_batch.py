@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..rollout import MultiTurnRollout
+from ..rollout import MultiTurnRollout, TurnInstructions
 
 
 __all__ = ["TurnBatch", "TurnRollout"]
@@ -20,26 +20,29 @@ class TurnRollout(MultiTurnRollout):
     """A `MultiTurnRollout` with what the trainer showed and read at each turn.
 
     Per-turn lists are indexed `[turn][sample]`: `instructions[k]` are the instructions shown before attempt k+2,
-    `texts[k]` the decoded attempts k+1, `truncated[k]` whether attempt k+1 ended in no end-of-turn token (cut at
+    `told[k]` whether those instructions carried feedback, `texts[k]` the decoded attempts k+1, `truncated[k]` whether attempt k+1 ended in no end-of-turn token (cut at
     `max_completion_length`); `labels` give each completion token its turn (0 on instruction tokens).
     """
 
     instructions: list[list[str]]
+    told: list[list[bool]]
     texts: list[list[str]]
     labels: list[list[int]]
     truncated: list[list[bool]]
 
     @classmethod
     def from_rollout(
-        cls,
-        rollout: MultiTurnRollout,
-        instructions: list[list[str]],
-        texts: list[list[str]],
-        end_of_turn_ids: Collection[int],
+        cls, rollout: MultiTurnRollout, shown: TurnInstructions, end_of_turn_ids: Collection[int]
     ) -> TurnRollout:
+        """The record of `rollout` and of what `shown` decoded and showed between its turns."""
         truncated = [[not a or a[-1] not in end_of_turn_ids for a in attempts] for attempts in rollout.attempts]
         return cls(
-            **vars(rollout), instructions=instructions, texts=texts, labels=rollout.turn_labels(), truncated=truncated
+            **vars(rollout),
+            instructions=shown.shown,
+            told=shown.told,
+            texts=shown.texts,
+            labels=rollout.turn_labels(),
+            truncated=truncated,
         )
 
     def loss_mask(self, mask_truncated: bool) -> list[list[int]]:

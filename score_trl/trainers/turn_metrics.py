@@ -64,6 +64,8 @@ class TurnMetricsMixin:
             self._log_if_defined(mode, prefix + "accuracy", correct[judged[:, turn], turn].float().mean().item())
             metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
             metrics[prefix + "clipped_ratio"].append(self._global_mean(batch.rollout.truncated[turn]))
+            if turn > 0:  # how often this turn's instruction told something about the last attempt (0: intrinsic)
+                metrics[prefix + "feedback_rate"].append(self._global_mean(batch.rollout.told[turn - 1]))
             self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
             self._logs["extra"][prefix + "advantage"].extend(advantages[:, turn].tolist())
         # TRL's `advantage` column holds its own normalised advantages of the last turn's reward: show ours.
@@ -76,6 +78,12 @@ class TurnMetricsMixin:
         both = judged[:, 0] & judged[:, -1]
         for key, value in transition_rates(correct[both, 0].tolist(), correct[both, -1].tolist()).items():
             metrics[f"self_correction/{key}"].append(value)
+        if batch.num_turns > 2:  # does each turn add, or only repeat the one before?
+            for turn in range(1, batch.num_turns):
+                pair = judged[:, turn - 1] & judged[:, turn]
+                rates = transition_rates(correct[pair, turn - 1].tolist(), correct[pair, turn].tolist())
+                for key, value in rates.items():
+                    metrics[f"self_correction/turn{turn}_to_{turn + 1}/{key}"].append(value)
         first, last = batch.rollout.texts[0], batch.rollout.texts[-1]
         answers = ANSWER_FORMATS["math" if self.args.answer_format is None else self.args.answer_format]
         changed = [answer_changed(a, b, **answers) for a, b in zip(first, last, strict=True)]
