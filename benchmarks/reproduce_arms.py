@@ -180,7 +180,7 @@ def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float
         for name, make_config in stage_configs(script_args, args, task, base).items():
             feedback = task.feedback if s.feedback else None
             trainer = build_trainer(
-                STAGE_TRAINERS[name], model, make_config(), train, task.reward, None, None, feedback
+                STAGE_TRAINERS[name], model, make_config(), train, task.reward, feedback_func=feedback
             )
             model = _train(trainer, curves, offset)
             offset += trainer.args.max_steps

@@ -300,7 +300,8 @@ def test_rl_arms_are_staged_as_the_pipeline_stages(tmp_path, monkeypatch):
 
     built = []
 
-    def build_trainer(cls, model, args, train, reward):
+    def build_trainer(cls, model, args, train, reward, feedback_func=None):
+        assert feedback_func is None  # the arms run the intrinsic setting unless their settings ask for feedback
         built.append((cls, model, args))
         return SimpleNamespace(args=args)
 
