@@ -82,6 +82,24 @@ SETUP_FORGERIES = {
         "x = 1\n",
     ),
 }
+# Tests that call the program through an iterator: its StopIteration must not end them early (and pass them).
+_CASES = "CASES = [((1, 2), 3), ((-4, 1), -3), ((10, 5), 15)]\n"
+ITERATION_TESTS = {
+    "map": "assert all(map(lambda p: add(*p[0]) == p[1], [((1, 2), 3), ((-4, 1), -3), ((10, 5), 15)]))",
+    "filter": _CASES + "assert not list(filter(lambda p: add(*p[0]) != p[1], CASES))",
+    "zip": "assert all(x == y for x, y in zip(map(add, [1, -4, 10], [2, 1, 5]), [3, -3, 15]))",
+    "next with a default": _CASES + "assert next(filter(lambda p: add(*p[0]) != p[1], CASES), None) is None",
+    "generator expression": _CASES + "assert all(add(*p[0]) == p[1] for p in CASES)",
+}
+ASYNC_ITERATION_TEST = _CASES + (
+    "import asyncio\nclass Results:\n    def __init__(self):\n        self.left = list(CASES)\n"
+    "    def __aiter__(self):\n        return self\n    async def __anext__(self):\n"
+    "        if not self.left:\n            raise StopAsyncIteration\n        p = self.left.pop()\n"
+    "        return add(*p[0]) == p[1]\n"
+    "async def results():\n    return [ok async for ok in Results()]\nassert all(asyncio.run(results()))"
+)
+STOP_ITERATION = "def add(a, b):\n    raise StopIteration\n"
+STOP_ASYNC_ITERATION = "def add(a, b):\n    raise StopAsyncIteration\n"
 # Two programs that pass answers through the kernel (a keyring outlives its run): the reader computes nothing.
 _KEYRING = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 KEY_WRITER = _KEYRING + (
@@ -183,6 +201,13 @@ def failures(sandbox, python: str | None = None) -> list[str]:
         for name, (setup, tests, program) in SETUP_FORGERIES.items():
             if judge(program, tests, setup, "double" if "check" in tests else None) is not False:
                 wrong.append(f"forgery passed: {name}")
+        if judge(RIGHT, ITERATION_TESTS["map"]) is not True or judge(RIGHT, ASYNC_ITERATION_TEST) is not True:
+            wrong.append("the honest program fails the tests that call it through an iterator")
+        for name, tests in ITERATION_TESTS.items():
+            if judge(STOP_ITERATION, tests) is not False:
+                wrong.append(f"StopIteration passed a test through {name}")
+        if judge(STOP_ASYNC_ITERATION, ASYNC_ITERATION_TEST) is not False:
+            wrong.append("StopAsyncIteration passed a test through an async iterator")
         judge(KEY_WRITER, "\n".join(MBPP))
         if judge(KEY_READER, "\n".join(MBPP)) is not False:
             wrong.append("a program read answers another run left in a kernel keyring")

@@ -53,6 +53,10 @@ class _Candidate:
             kind = getattr(builtins, str(reply[1]), None)
             if not (isinstance(kind, type) and issubclass(kind, Exception)):
                 kind = Exception
+            if issubclass(kind, (StopIteration, StopAsyncIteration)):
+                # Raised through map(), filter(), zip() or next(it, default), it would end the test's iteration
+                # early and pass it: as PEP 479 does for generators, it reaches the test as an ordinary error.
+                kind = RuntimeError
             raise kind(f"{what} raised {reply[1]}: {reply[2]}")
         if reply[0] == "missing":
             raise NameError(f"the solution does not define {what}")
