@@ -132,6 +132,14 @@ PROBES = {
     "namespaces and keyrings": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
     "print(libc.unshare(0x10000000), libc.syscall(248, b'user', b'k', b'v', 1, -4), "
     "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n",
+    # io_uring's operations bypass seccomp; the rest are kernel surface a test never needs (see seccomp.py)
+    "kernel surface": "import ctypes, os, platform\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "x86 = platform.machine() == 'x86_64'\ncalls = {'io_uring_setup': (425, 425, 1, None), "
+    "'bpf': (321, 280, 0, None, 0), 'perf_event_open': (298, 241, None, 0, -1, -1, 0), 'userfaultfd': (323, 282, 0), "
+    "'ptrace': (101, 117, 0, 0, 0, 0), 'process_vm_readv': (310, 270, os.getpid(), None, 0, None, 0, 0), "
+    "'open_tree': (428, 428, -100, b'/', 1)}\nout = []\nfor name, (a, b, *args) in calls.items():\n"
+    "    ctypes.set_errno(0)\n    result = libc.syscall(a if x86 else b, *args)\n"
+    "    out.append(f'{name}={result}/{ctypes.get_errno()}')\nprint(' '.join(out))\n",
     "network": "import socket\nfor target in [('127.0.0.1', PORT), '\\0score_trl_hostile_abstract', UNIX_PATH]:\n"
     "    family = socket.AF_INET if isinstance(target, tuple) else socket.AF_UNIX\n"
     "    try:\n        socket.socket(family).connect(target)\n        print('connected', target)\n"
@@ -240,6 +248,12 @@ def failures(sandbox, python: str | None = None) -> list[str]:
             wrong.append(f"wrote on the host: {out['write everywhere']} {os.listdir(marker_dir)}")
         if out["namespaces and keyrings"].split() != ["-1", "-1", "-1"]:
             wrong.append(f"made a user namespace, a key or a mount: {out['namespaces and keyrings']}")
+        expected = "io_uring_setup=-1/38 " + " ".join(
+            f"{name}=-1/1"
+            for name in ("bpf", "perf_event_open", "userfaultfd", "ptrace", "process_vm_readv", "open_tree")
+        )  # ENOSYS for io_uring (libraries fall back), EPERM for the rest
+        if out["kernel surface"].strip() != expected:
+            wrong.append(f"reached kernel surface it should not: {out['kernel surface']}")
         if "connected" in out["network"]:
             wrong.append(f"reached a host socket: {out['network']}")
         for name, program in ATTACKS.items():
