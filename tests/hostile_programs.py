@@ -112,6 +112,25 @@ KEY_READER = _KEYRING + (
     "    return int(buf.value[:n]) if kid > 0 and n > 0 else 0\n"
 )
 
+# Every descriptor the program holds must be one the host cannot be harmed through: a pipe, /dev/null, or its tmpfs
+# (an output file on the host's disk can be fallocate()d to fill it). As a server of values too.
+DESCRIPTORS = (
+    "import os, stat\ndef bad_descriptors():\n    tmpfs = {os.stat(p).st_dev for p in ('/tmp', '/dev/shm')}\n"
+    "    found = []\n    for fd in os.listdir('/proc/self/fd'):\n        try:\n"
+    "            st, target = os.fstat(int(fd)), os.readlink(f'/proc/self/fd/{fd}')\n        except OSError:\n"
+    "            continue  # the listing's own\n"
+    "        null = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat('/dev/null').st_rdev\n"
+    "        if not (stat.S_ISFIFO(st.st_mode) or null or st.st_dev in tmpfs):\n"
+    "            found.append(f'{fd} -> {target}')\n    return found\nprint(bad_descriptors())\n"
+)
+# What the program can read of its own machine must not name the host's paths (its interpreter's virtualenv, this
+# package, the run's directory): every command line, the mount points, sys.path.
+HOST_PATHS = (
+    "import os, sys\nfor pid in sorted(filter(str.isdigit, os.listdir('/proc'))):\n    try:\n"
+    "        print('cmdline', open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
+    "    except OSError:\n        pass\nfor line in open('/proc/self/mountinfo'):\n"
+    "    print('mountpoint', line.split()[4])\nprint('sys.path', sys.path)\n"
+)
 # Programs that probe for escapes: each prints what it reached; the checks read the printout.
 PROBES = {
     "identity": "import os\nstatus = open('/proc/self/status').read()\n"
@@ -216,6 +235,8 @@ def failures(sandbox, python: str | None = None) -> list[str]:
                 wrong.append(f"StopIteration passed a test through {name}")
         if judge(STOP_ASYNC_ITERATION, ASYNC_ITERATION_TEST) is not False:
             wrong.append("StopAsyncIteration passed a test through an async iterator")
+        if judge(DESCRIPTORS, "assert bad_descriptors() == []") is not True:
+            wrong.append("the program holds a descriptor of the host's disk (or the check fails): as a server")
         judge(KEY_WRITER, "\n".join(MBPP))
         if judge(KEY_READER, "\n".join(MBPP)) is not False:
             wrong.append("a program read answers another run left in a kernel keyring")
@@ -254,12 +275,20 @@ def failures(sandbox, python: str | None = None) -> list[str]:
         )  # ENOSYS for io_uring (libraries fall back), EPERM for the rest
         if out["kernel surface"].strip() != expected:
             wrong.append(f"reached kernel surface it should not: {out['kernel surface']}")
+        descriptors = sandbox.run_python(DESCRIPTORS, config).stdout.strip()
+        if descriptors != "[]":
+            wrong.append(f"holds descriptors of the host's disk: {descriptors}")
+        seen = sandbox.run_python(HOST_PATHS, config).stdout
+        for path in _host_paths(sandbox, python):
+            if path in seen:
+                wrong.append(f"sees a host path: {path} in {[line for line in seen.splitlines() if path in line]}")
         if "connected" in out["network"]:
             wrong.append(f"reached a host socket: {out['network']}")
         for name, program in ATTACKS.items():
             start = time.monotonic()
             result = sandbox.run_python(program, config)
-            if time.monotonic() - start > config.wall_time + 5:
+            # the wall time is doubled at most, by the time the run waited for a CPU (sandbox/deadline.py)
+            if time.monotonic() - start > 2 * config.wall_time + 5:
                 wrong.append(f"{name}: not stopped at the wall time")
             if name == "children over the memory budget" and "alive 4" in result.stdout:
                 wrong.append("four children of 200 MiB ran under memory_mb=512")
@@ -282,6 +311,15 @@ def failures(sandbox, python: str | None = None) -> list[str]:
             os.remove(os.path.join(marker_dir, name))
         os.rmdir(marker_dir)
     return wrong
+
+
+def _host_paths(sandbox, python: str | None) -> list[str]:
+    """This package's directory, the interpreter's virtualenv (if it has one), the run's directory's prefix."""
+    paths = [os.path.dirname(os.path.abspath(sandbox.__file__)), "score_trl_sbx_"]
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(python or sys.executable)))
+    if os.path.exists(os.path.join(venv, "pyvenv.cfg")):
+        paths += [venv, os.path.realpath(venv)]
+    return paths
 
 
 def _listeners(directory: str):
