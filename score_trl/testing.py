@@ -7,6 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -16,7 +20,7 @@ from .data.tiny_model import build_tiny_model
 from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, MATH_SYSTEM_PROMPT
 
 
-__all__ = ["CHAT_TEMPLATE", "build_tiny_model", "build_tiny_tokenizer", "save_tiny_model"]
+__all__ = ["CHAT_TEMPLATE", "build_tiny_model", "build_tiny_tokenizer", "busy_cores", "save_tiny_model"]
 
 # ChatML, with `{% generation %}` around assistant content so TRL's `assistant_only_loss` can find it.
 CHAT_TEMPLATE = (
@@ -92,3 +96,20 @@ def save_tiny_model(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@contextlib.contextmanager
+def busy_cores(n: int) -> Iterator[None]:
+    """`n` processes spinning on the CPU while the block runs, as other jobs on the machine would (two trainings
+    beside the code reward): for tests that an outcome does not depend on the machine being quiet. Each is a session
+    of its own, as another job is: where the kernel groups a session's processes for fair scheduling (autogroup), a
+    spinner in the caller's session would share the caller's group and barely slow a sandbox in another."""
+    spin = [sys.executable, "-I", "-S", "-c", "while True: pass"]
+    spinners = [subprocess.Popen(spin, stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+        for spinner in spinners:
+            spinner.wait()

@@ -2,13 +2,20 @@
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from score_trl.sandbox import SandboxConfig, run_python, run_tests
+from score_trl.testing import busy_cores
+
+
+sys.path.insert(0, os.path.dirname(__file__))
+import hostile_programs as hostile  # noqa: E402
 
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
@@ -55,3 +62,55 @@ def test_output_over_the_cap_ends_with_a_broken_pipe_not_a_block():
     result = run_python(flood, SandboxConfig(max_output_bytes=50_000, wall_time=20.0))
     assert time.monotonic() - start < 10 and not result.timed_out
     assert len(result.stdout) == 50_000 and "BrokenPipeError" in result.stderr
+
+
+def test_a_correct_program_is_not_timed_out_because_both_cores_are_busy():
+    # 1 s of CPU under a 1.2 s wall limit: on a quiet machine it passes; with two other processes spinning on the two
+    # cores it gets about 2/3 of one and needs about 1.5 s of wall time, all of it but 1 s waiting for a CPU
+    slow = "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end:\n    pass\n" + hostile.RIGHT
+    config = SandboxConfig(wall_time=1.2, cpu_time=5)
+    with busy_cores(2):
+        assert run_tests(slow, MBPP, config=config) == (True, "")
+    # a program that never ends still does, by twice the wall limit whatever the load
+    start = time.monotonic()
+    with busy_cores(2):
+        assert run_tests("while True:\n    pass\n", MBPP, config=config) == (False, "timed out")
+    assert time.monotonic() - start < 2 * config.wall_time + 2
+
+
+def test_the_hostile_programs_verdicts_do_not_depend_on_a_quiet_machine():
+    """The key cases of tests/hostile_programs.py, 4 at a time as the code reward runs them, with both cores held by
+    other processes: the same verdicts as on a quiet machine, each within its (at most doubled) wall time."""
+    config = SandboxConfig(wall_time=4.0, memory_mb=512, max_processes=4, tmpfs_mb=16)
+    mbpp = "\n".join(hostile.MBPP)
+    cases = [
+        (hostile.RIGHT, mbpp, True),
+        (hostile.WRONG, mbpp, False),
+        (hostile.DESCRIPTORS, "assert bad_descriptors() == []", True),
+    ]
+    cases += [(program, mbpp, False) for program in hostile.FORGERIES.values()]
+    cases += [(hostile.STOP_ITERATION, tests, False) for tests in hostile.ITERATION_TESTS.values()]
+    attacks = ["fill /tmp", "children over the memory budget", "descriptors", "output flood"]
+
+    def judged(case: tuple) -> tuple:
+        program, tests, _ = case
+        start = time.monotonic()
+        return run_tests(program, tests, config=config)[0], time.monotonic() - start
+
+    def attacked(name: str) -> tuple:
+        start = time.monotonic()
+        return run_python(hostile.ATTACKS[name], config).stdout, time.monotonic() - start
+
+    with busy_cores(2), ThreadPoolExecutor(4) as pool:
+        verdicts = list(pool.map(judged, cases))
+        outputs = dict(zip(attacks, pool.map(attacked, attacks), strict=True))
+    assert [verdict for verdict, _ in verdicts] == [expected for _, _, expected in cases]
+    assert max(seconds for _, seconds in [*verdicts, *outputs.values()]) < 2 * config.wall_time + 5
+    assert outputs["fill /tmp"][0].startswith("files") and "files 2048" not in outputs["fill /tmp"][0]
+    assert "alive 4" not in outputs["children over the memory budget"][0]
+    assert int(outputs["descriptors"][0].split()[1]) < config.max_open_files
+    assert len(outputs["output flood"][0]) <= config.max_output_bytes
+    deadline = time.monotonic() + 10
+    while hostile.live_sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hostile.live_sandbox_processes() == []

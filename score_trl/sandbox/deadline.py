@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 
 __all__ = ["Deadline", "descendants", "run_queue_wait"]
 
+_GRAIN = 0.01  # seconds
+
 
 def run_queue_wait(pids: Iterable[int]) -> float:
     """Seconds the threads of `pids` have spent waiting on a run queue since they started (0.0 where the kernel does
@@ -56,12 +58,16 @@ class Deadline:
         self._pids = pids
         self._start = time.monotonic()
         self._waited = 0.0  # only grows: a process that exited takes its wait with it
+        self._settled = False
 
     def remaining(self) -> float:
         """Seconds left; 0.0 once the limit, with the wait added back, has passed."""
         left = self._start + self.seconds + self._waited - time.monotonic()
-        if left <= 0 and self._waited < self.seconds:
-            self._waited = min(self.seconds, max(self._waited, run_queue_wait(self._pids())))
+        if left <= 0 and not self._settled:
+            waited = min(self.seconds, run_queue_wait(self._pids()))
+            # each extension is the wait during the last one, a shrinking series: stop once it is a few ms
+            self._settled = waited < self._waited + _GRAIN
+            self._waited = max(self._waited, waited)
             left = self._start + self.seconds + self._waited - time.monotonic()
         return max(left, 0.0)
 
