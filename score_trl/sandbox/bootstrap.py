@@ -1,16 +1,16 @@
 """The first code that runs in the sandbox (copied there read-only with the value codec); everything after `_started`
 is the model's.
 
-`bootstrap.py JOB`, JOB a JSON file: {"site": what `site` would set up, "start_fd", "nproc", "mode", "args"}. In
-mode "run", args = [PROGRAM]: run a program as `python PROGRAM` would. In mode "serve", args = [SETUP, SOLUTION,
-REQUEST_FD, RESPONSE_FD, LIMIT]: run the setup code and the solution, then answer the judge's requests (the value of a
-name, a call of a function) with values from `wire` until the judge hangs up. The judge runs the tests in its own
-process outside the sandbox: nothing here decides a verdict. The arguments are in a file rather than on the command
-line so that no host path shows in /proc/PID/cmdline.
+`bootstrap.py JOB`, JOB a marshalled dict (marshal, not json: it costs no import): {"site": what `site` would
+set up, "start_fd", "nproc", "mode", "args"}. In mode "run", args = [PROGRAM]: run a program as `python PROGRAM`
+would. In mode "serve", args = [SETUP, SOLUTION, REQUEST_FD, RESPONSE_FD, LIMIT]: run the setup code and the
+solution, then answer the judge's requests (the value of a name, a call of a function) with values from `wire` until
+the judge hangs up. The judge runs the tests in its own process outside the sandbox: nothing here decides a verdict.
+The arguments are in a file rather than on the command line so that no host path shows in /proc/PID/cmdline.
 """
 
 import builtins
-import json
+import marshal
 import os
 import resource
 import sys
@@ -92,8 +92,8 @@ def _reply(fd: int, value) -> None:
 
 
 def main() -> None:
-    with open(sys.argv[1]) as f:
-        job = json.load(f)
+    with open(sys.argv[1], "rb") as f:
+        job = marshal.load(f)
     site, args = job["site"], job["args"]
     # Run with -S: site-packages and a virtualenv's prefix as `site` would have set them (without running .pth files)
     sys.path.extend(site["path"])

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import marshal
 import math
 import os
 import select
@@ -25,11 +26,12 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .config import SandboxConfig, SandboxError, SandboxResult
-from .deadline import Deadline, descendants
+from .deadline import Deadline, descendants, exited
 from .isolation import JOB_DIR, LIB_DIR, bwrap_command, interpreter_view, site_setup, warn_unisolated
 from .limits import RunCgroup, limits_prefix, make_cgroup
+from .names import free_names
 from .seccomp import filter_program
-from .streams import Drain, memory_file
+from .streams import Drain, Pipes, memory_file
 
 
 __all__ = ["run_python", "run_tests"]
@@ -134,19 +136,11 @@ class _Launched:
         return SandboxError(message, transient=timed_out)
 
 
-def _write_job(job_dir: str, files: dict[str, str]) -> None:
+def _write_job(job_dir: str, files: dict[str, bytes]) -> None:
     # isolation='rlimits': readable by the program, which runs as the user running training anyway
-    for name, text in files.items():
-        with open(os.path.join(job_dir, name), "w") as f:
-            f.write(text)
-
-
-def _exited(proc: subprocess.Popen, timeout: float) -> bool:
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
+    for name, content in files.items():
+        with open(os.path.join(job_dir, name), "wb") as f:
+            f.write(content)
 
 
 def _launch(
@@ -179,12 +173,14 @@ def _launch(
             job_dir = tempfile.TemporaryDirectory(prefix="score_trl_sbx_", ignore_cleanup_errors=True)
             root, lib, inside, site = job_dir.name, _HERE, python, site_setup(python)
         job = {"site": json.loads(site), "start_fd": start_write, "nproc": nproc, "mode": mode}
-        files = {**files, "job.json": json.dumps({**job, "args": [a.format(job=root) for a in args]})}
+        job["args"] = [a.format(job=root) for a in args]
+        data = {name: text.encode() for name, text in files.items()}
+        data["job"] = marshal.dumps(job, 4)  # version 4: any Python 3 reads it, and the bootstrap imports no json
         # -I: ignore PYTHON* variables and the user's site directory; -S: the bootstrap adds site-packages itself;
         # no -O, so `assert` stays on.
-        argv = [inside, "-I", "-S", f"{lib}/bootstrap.py", f"{root}/job.json"]
+        argv = [inside, "-I", "-S", f"{lib}/bootstrap.py", f"{root}/job"]
         if isolation == "bwrap":
-            data = {f"{root}/{name}": text.encode() for name, text in files.items()}
+            data = {f"{root}/{name}": content for name, content in data.items()}
             data |= {f"{lib}/{name}": content for name, content in _library().items()}
             memory = {path: memory_file(content, os.path.basename(path)) for path, content in data.items()}
             held += memory.values()
@@ -193,7 +189,7 @@ def _launch(
             held.append(args_fd)
             cwd, pass_fds = "/", (*pass_fds, seccomp_fd, args_fd, *memory.values())
         else:
-            _write_job(job_dir.name, files)
+            _write_job(job_dir.name, data)
             command, cwd = argv, job_dir.name
         prefix = limits_prefix(
             config.cpu_time, per_process * 1024 * 1024, config.max_output_bytes, config.max_open_files, cgroup
@@ -246,7 +242,7 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
             if launched.wait_started(Deadline(config.wall_time, launched.pids)) is None:
                 timed_out = True
             else:
-                timed_out = not Deadline(config.wall_time, launched.pids).wait(lambda t: _exited(launched.proc, t))
+                timed_out = not Deadline(config.wall_time, launched.pids).wait(lambda t: exited(launched.proc, t))
         finally:
             launched.kill()
         if not launched.reported:
@@ -274,7 +270,7 @@ def run_tests(
     config = config or SandboxConfig()
     limit = config.max_output_bytes
     drain = Drain(limit)
-    with _Pipes() as pipes:
+    with Pipes() as pipes:
         request_read, request_write = pipes.pipe()
         response_read, response_write = pipes.pipe()
         verdict_read, verdict_write = pipes.pipe()
@@ -295,13 +291,19 @@ def run_tests(
         judge_cpu = max(config.cpu_time, math.ceil(2 * config.wall_time)) + 5
         try:
             try:
-                payload = json.dumps({"setup": setup, "tests": tests, "entry_point": entry_point}).encode()
-                payload_fd = memory_file(payload, "tests")  # the judge's stdin, which never blocks the host
+                job = {"site": json.loads(site_setup(launched.python)), "setup": setup, "tests": tests,
+                       "entry_point": entry_point, "names": None, "error": ""}  # fmt: skip
+                try:
+                    job["names"] = sorted(free_names(tests, setup))
+                except SyntaxError as error:
+                    job["error"] = str(error)
+                # the judge's stdin, which never blocks the host; marshal (version 4: any Python 3 reads it) costs
+                # the judge no import
+                payload_fd = memory_file(marshal.dumps(job, 4), "tests")
                 try:
                     judge = subprocess.Popen(
                         [*limits_prefix(judge_cpu, config.memory_mb << 20, limit, 256, None),
-                         launched.python, "-I", "-S", os.path.join(_HERE, "judge_main.py"),
-                         site_setup(launched.python), str(response_read),
+                         launched.python, "-I", "-S", os.path.join(_HERE, "judge_main.py"), str(response_read),
                          str(request_write), str(verdict_write), str(limit)],
                         env=_ENV,
                         stdin=payload_fd,
@@ -322,7 +324,7 @@ def run_tests(
                 if launched.wait_started(Deadline(config.wall_time, pids)) is None:
                     timed_out = True
                 else:
-                    timed_out = not Deadline(config.wall_time, pids).wait(lambda t: _exited(judge, t))
+                    timed_out = not Deadline(config.wall_time, pids).wait(lambda t: exited(judge, t))
             finally:
                 if judge is not None:
                     with contextlib.suppress(ProcessLookupError):
@@ -337,45 +339,11 @@ def run_tests(
             return False, "timed out"
         verdict = pipes.read_all(verdict_read)
         try:
-            result = json.loads(verdict)
-        except ValueError:
+            result = marshal.loads(verdict)  # the judge's own, on a pipe the program cannot reach
+        except (ValueError, EOFError, TypeError):
             detail = drain.text(judge_err).strip()[-1000:]
             raise SandboxError(
                 f"The code sandbox's test runner ({launched.python}) exited with status {judge.returncode} without a "
                 f"verdict: {detail}"
             ) from None
         return result["passed"], result["why"]
-
-
-class _Pipes:
-    """Pipe ends that this call still holds, each closed exactly once (a descriptor number closed twice could be
-    another thread's by then)."""
-
-    def __init__(self):
-        self.open: set[int] = set()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close(*list(self.open))
-
-    def pipe(self) -> tuple[int, int]:
-        read, write = os.pipe()
-        self.open |= {read, write}
-        return read, write
-
-    def close(self, *fds: int) -> None:
-        for fd in fds:
-            if fd in self.open:
-                self.open.discard(fd)
-                os.close(fd)
-
-    def read_all(self, fd: int) -> bytes:
-        chunks = []
-        os.set_blocking(fd, False)
-        with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-        self.close(fd)
-        return b"".join(chunks)

@@ -5,7 +5,7 @@ A file the program can write to is a file it can grow: `fallocate(FALLOC_FL_KEEP
 host's allocated gigabytes of its disk without growing the file, so the file-size limit never fired. So the
 program's stdout and stderr (and the judge's stderr) are pipes, read here up to a byte cap; the files it needs are
 `memfd`s that bwrap copies into its own tmpfs (`--ro-bind-data`), and its arguments to bwrap come the same way
-(`--args`), so that they show in no process's command line.
+(`--args`), so that they show in no process's command line. `Pipes` holds a call's own pipe ends (the judge's).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import select
 import threading
 
 
-__all__ = ["Drain", "memory_file"]
+__all__ = ["Drain", "Pipes", "memory_file"]
 
 
 def memory_file(data: bytes, name: str) -> int:
@@ -118,9 +118,50 @@ class Drain:
             self._stop.set()
             self._thread.join()
         for fd in list(self._open):
+            # what is already in the pipe is the run's, even when the thread did not get a CPU in time to read it
+            if fd in self.data:
+                os.set_blocking(fd, False)
+                kept = self.data[fd]
+                with contextlib.suppress(OSError):
+                    while len(kept) < self.limit and (chunk := os.read(fd, 65536)):
+                        kept += chunk[: self.limit - len(kept)]
             self._open.discard(fd)
             os.close(fd)
 
     def text(self, key: int) -> str:
         """What an output pipe carried (up to the cap), decoded."""
         return bytes(self.data[key]).decode("utf-8", errors="replace")
+
+
+class Pipes:
+    """Pipe ends that this call still holds, each closed exactly once (a descriptor number closed twice could be
+    another thread's by then)."""
+
+    def __init__(self):
+        self.open: set[int] = set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(*list(self.open))
+
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        self.open |= {read, write}
+        return read, write
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            if fd in self.open:
+                self.open.discard(fd)
+                os.close(fd)
+
+    def read_all(self, fd: int) -> bytes:
+        chunks = []
+        os.set_blocking(fd, False)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        self.close(fd)
+        return b"".join(chunks)
