@@ -104,7 +104,9 @@ def busy_cores(n: int) -> Iterator[None]:
     beside the code reward): for tests that an outcome does not depend on the machine being quiet. Each is a session
     of its own, as another job is: where the kernel groups a session's processes for fair scheduling (autogroup), a
     spinner in the caller's session would share the caller's group and barely slow a sandbox in another."""
-    spin = [sys.executable, "-I", "-S", "-c", "while True: pass"]
+    # each spinner stops by itself once its parent is gone: a test killed mid-way leaves no core spinning
+    parent = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(1_000_000):\n        pass\n"
+    spin = [sys.executable, "-I", "-S", "-c", parent]
     spinners = [subprocess.Popen(spin, stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(n)]
     try:
         yield

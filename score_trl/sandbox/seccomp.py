@@ -16,6 +16,11 @@ falls back to plain syscalls: the operations it submits run in kernel threads th
 Docker's and containerd's default profiles deny it too. `clone3` fails with ENOSYS (its flags cannot be inspected;
 libc falls back to `clone`). Only the native 64-bit ABIs of x86-64 and AArch64 are allowed: any other (32-bit
 `int 0x80`, x32) fails with ENOSYS, so the filter cannot be sidestepped through another ABI's syscall numbers.
+System V IPC (shared memory, message queues, semaphores) fails with ENOSYS, as on a kernel built without it: a
+segment outlives its detach until the IPC namespace ends, so without a memory cgroup (a plain user) a program held
+1 GiB under `memory_mb=512` by attaching, filling and detaching segments in turn (and `msgmni` queues of `msgmnb`
+bytes, or `semmni` arrays of `semmsl` semaphores, are hundreds of MiB more). POSIX shared memory lives in the sized
+`/dev/shm`, and `multiprocessing` uses nothing else.
 
 bwrap installs it (`--seccomp FD`) just before it runs the program, as classic BPF built here without libseccomp.
 """
@@ -53,8 +58,12 @@ DENIED = {
     "fanotify_init": (300, 262), "vhangup": (153, 58), "nfsservctl": (180, 42), "iopl": (172, None),
     "ioperm": (173, None), "uselib": (134, None), "_sysctl": (156, None),
 }  # fmt: skip
-UNIMPLEMENTED = {"io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
-                 "clone3": (435, 435)}  # fmt: skip
+UNIMPLEMENTED = {
+    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427), "clone3": (435, 435),
+    "shmget": (29, 194), "shmat": (30, 196), "shmctl": (31, 195), "shmdt": (67, 197),
+    "msgget": (68, 186), "msgsnd": (69, 189), "msgrcv": (70, 188), "msgctl": (71, 187),
+    "semget": (64, 190), "semop": (65, 193), "semctl": (66, 191), "semtimedop": (220, 192),
+}  # fmt: skip
 _CLONE = (56, 220)
 
 
