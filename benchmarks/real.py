@@ -188,9 +188,12 @@ def plot_curves() -> None:
             for ax, (key, title) in zip(axes, keys, strict=True):
                 points = [(offset + e["step"], e[key]) for e in curve if e.get(key) is not None]
                 if points:
+                    # Each log is 16 samples on 2-4 prompts: a running mean of 5 logs shows the trend.
+                    steps, values = zip(*points, strict=True)
+                    smooth = [statistics.mean(values[max(0, i - 4) : i + 1]) for i in range(len(values))]
                     style = "--" if stage == "stage1" else "-"
-                    ax.plot(*zip(*points, strict=True), style, label=f"{file.stem} {stage}")
-                    ax.set_title(title)
+                    ax.plot(steps, smooth, style, label=f"{file.stem} {stage}")
+                    ax.set_title(f"{title} (mean of 5 logs)")
                     ax.set_xlabel("step")
             offset += max((e.get("step", 0) for e in curve), default=0)
     axes[0].legend(fontsize=7)

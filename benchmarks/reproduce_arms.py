@@ -18,10 +18,11 @@ from variants import VARIANTS, ContinuedRecipe, build_variant
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneTrainer
 from score_trl.baselines import run_pair_sft, run_star
-from score_trl.data import EmbeddedRecipe, split_problems
+from score_trl.embedded import EmbeddedRecipe, split_problems
 from score_trl.evaluation import EvalSettings, evaluate
-from score_trl.pipeline import build_trainer, eval_settings, parse_args, stage_configs
+from score_trl.pipeline import eval_settings, parse_args
 from score_trl.rewards import math_reward
+from score_trl.stages import build_trainer, stage_configs
 from score_trl.tasks import get_task
 
 
@@ -44,7 +45,9 @@ FULL_RUN_ARMS = [arm for arm in ARMS if arm not in ("naive_turn_weights", "score
 
 
 @dataclass(frozen=True)
-class Task:
+class Testbed:
+    """A task of the comparison: the embedded problems with a base model of its own (`recipe`), described."""
+
     description: str
     recipe: EmbeddedRecipe | ContinuedRecipe
 
@@ -53,33 +56,33 @@ class Task:
 
 
 TASKS = {
-    "default": Task(
+    "default": Testbed(
         "the demo's base (keeps its first answer 60% of the time whatever its check says, rarely solves in steps "
         'after a "no")',
         VARIANTS["default"],
     ),
-    "rival": Task(
+    "rival": Testbed(
         "the demo's base continued 600 steps with a capped turn-1 rival (it also solves in steps at turn 1, 20% of "
         "the time, on the half of the problems with a in {1, 9}), so that RL's turn-1 gains transfer",
         VARIANTS["rival"],
     ),
-    "copy": Task(
+    "copy": Testbed(
         "the copy-prone variant (the default base continued 600 steps on traces that keep a right first answer 90% "
         "and a wrong one 75% of the time; `benchmarks/variants.py`'s `COPY_VARIANT`)",
         VARIANTS["copy"],
     ),
-    "copy_rival": Task("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
-    "rare": Task(
+    "copy_rival": Testbed("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
+    "rare": Testbed(
         'the demo\'s base, but after a "no" it solves in steps about 0.6% of the time instead of 6% (`p_solve` '
         "0.015; every other setting as `default`): the rare-correction base of issue 20",
         EmbeddedRecipe(p_solve=0.015),
     ),
     # issue 20's grid of bases between `default` (p_solve 0.15) and below `rare`
-    "rare_0.05": Task(
+    "rare_0.05": Testbed(
         'the demo\'s base, solving in steps after a "no" a third as often (`p_solve` 0.05)',
         EmbeddedRecipe(p_solve=0.05),
     ),
-    "rare_0.005": Task(
+    "rare_0.005": Testbed(
         'the demo\'s base, solving in steps after a "no" a thirtieth as often (`p_solve` 0.005)',
         EmbeddedRecipe(p_solve=0.005),
     ),
@@ -102,8 +105,7 @@ class ArmSettings:
 
 
 def _recipe():
-    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them (the
-    task's instruction included)."""
+    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them."""
     script_args, args, _ = parse_args(args=["--config", str(RECIPE)])
     return script_args, args
 
@@ -148,7 +150,7 @@ STAGE_TRAINERS = {"stage1": StageOneTrainer, "stage2": MultiTurnRLOOTrainer}
 
 
 def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float = 0.0) -> Callable:
-    """An RL arm, staged as the demo's pipeline stages it (`score_trl.pipeline.stage_configs`: Stage I's own KL and
+    """An RL arm, staged as the demo's pipeline stages it (`score_trl.stages.stage_configs`: Stage I's own KL and
     steps, Stage II's KL reference the base model): Stage I then Stage II, or Stage II alone for the same total
     steps; Stage II's turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive
     multi-turn RL). `turn_weighted`: Stage II's turn-2 advantages weighted `1 + alpha` (`turn_weights`), the
@@ -165,8 +167,8 @@ def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float
         changes.update(turn_weights=[1.0, 1.0 + s.alpha] if turn_weighted else None, turn_discount=discount)
         args = _config(MultiTurnRLOOConfig, out if stage1 else f"{out}/stage2", seed, s, stage2_steps, **changes)
         model, offset, task = base, 0, get_task(script_args.task)
-        for name, make_config in stage_configs(script_args, args, base).items():
-            trainer = build_trainer(STAGE_TRAINERS[name], model, make_config(), train, task)
+        for name, make_config in stage_configs(script_args, args, task, base).items():
+            trainer = build_trainer(STAGE_TRAINERS[name], model, make_config(), train, task.reward)
             model = _train(trainer, curves, offset)
             offset += trainer.args.max_steps
         return model

@@ -7,7 +7,7 @@
 - `--task asserts`: 32 small correct programs with 3 asserts each (MBPP's shape), and the same programs wrong.
 - the floor: the same test programs (solution and tests in one file) as bare `python -I` subprocesses, with no
   sandbox and no judge; both 4 at a time (`--workers`).
-- `--load N`: N other processes spinning on the cores the whole time (`score_trl.testing.busy_cores`), as other jobs
+- `--load N`: N other processes spinning on the cores the whole time (`busy_cores`, which the tests use too), as other jobs
   on the machine would; the ratio is then measured under that load, floor and reward alike.
 
 Needs bubblewrap.
@@ -15,6 +15,7 @@ Needs bubblewrap.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import json
@@ -23,13 +24,33 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from score_trl.rewards import SandboxConfig, make_code_reward
-from score_trl.testing import busy_cores
+from score_trl.rewards import make_code_reward
+from score_trl.sandbox import SandboxConfig
+
+
+@contextlib.contextmanager
+def busy_cores(n: int) -> Iterator[None]:
+    """`n` processes spinning on the CPU while the block runs, as other jobs on the machine would (two trainings
+    beside the code reward): for measurements and tests that must not depend on the machine being quiet. Each is a
+    session of its own, as another job is: where the kernel groups a session's processes for fair scheduling
+    (autogroup), a spinner in the caller's session would share the caller's group and barely slow a sandbox in
+    another. Each stops by itself once its parent is gone: a run killed mid-way leaves no core spinning."""
+    parent = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(1_000_000):\n        pass\n"
+    spin = [sys.executable, "-I", "-S", "-c", parent]
+    spinners = [subprocess.Popen(spin, stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+        for spinner in spinners:
+            spinner.wait()
 
 
 @dataclass

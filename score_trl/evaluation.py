@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from .data.rows import with_ids
 from .loading import load_model_and_tokenizer, whole_models
 from .metrics import accuracy, clustered_standard_error, self_correction_metrics
 from .rewards import ANSWER_FORMATS, REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
@@ -251,7 +252,7 @@ def evaluate(
     """
     settings = settings or EvalSettings()
     reward_func = REWARD_FUNCS[verifier] if isinstance(verifier, str) else verifier
-    rows = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)]
+    rows = with_ids(rows)
     _check_columns(rows, verifier if isinstance(verifier, str) else "")
     if first_attempts is not None:
         missing = [row["id"] for row in rows if row["id"] not in first_attempts]
@@ -403,7 +404,7 @@ def inference_scaling(
         raise ValueError(f"k={k}: the budget must be an even number >= 2 (k/2 attempts, each corrected once).")
     settings = settings or EvalSettings(do_sample=True)
     _check_columns(rows, "math")
-    rows = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)]
+    rows = with_ids(rows)
     sampled = {**settings.__dict__, "do_sample": True}
     reward = REWARD_FUNCS["math"]
     one_turn, two_turns = EvalSettings(**{**sampled, "num_turns": 1}), EvalSettings(**{**sampled, "num_turns": 2})

@@ -20,6 +20,7 @@ from .prompts import next_turn_prompts
 
 __all__ = [
     "MultiTurnRollout",
+    "SuffixFn",
     "TurnRenderer",
     "TurnSuffix",
     "build_chat_suffix",
@@ -33,6 +34,9 @@ __all__ = [
 # A generation backend: token-id prompts and a number of samples per distinct prompt in, (token ids, sampling
 # log-probs or None) out, one row per prompt. TRL's `GRPOTrainer._generate_single_turn` has this shape.
 GenerateFn = Callable[[list[list[int]], int], tuple[list[list[int]], list[list[float]] | None]]
+# The suffixes before attempt `turn` (2, 3, ...) of every sample, from the attempts so far (`[turn][sample]` token ids):
+# called between the turns, so that what the model is shown next may depend on what it answered.
+SuffixFn = Callable[[int, list[list[list[int]]]], Sequence["TurnSuffix"]]
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class TurnRenderer:
         return next_turn_prompts(prompts, attempts, instructions, self.instruction_template)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MultiTurnRollout:
     """What a multi-turn rollout produced, one row per sample.
 
@@ -228,23 +232,33 @@ class MultiTurnRollout:
 def generate_turns(
     generate: GenerateFn,
     prompt_ids: list[list[int]],
-    suffixes: Sequence[Sequence[TurnSuffix]],
+    suffixes: Sequence[Sequence[TurnSuffix]] | SuffixFn,
     num_generations: int = 1,
+    num_turns: int | None = None,
 ) -> MultiTurnRollout:
-    """Run `len(suffixes) + 1` turns: each a single batched `generate` call over every sample.
+    """Run the turns of every sample, each turn a single batched `generate` call.
 
-    `suffixes[k][i]` is the suffix leading into turn k+2 for sample i. `num_generations` applies to turn 1 only
-    (rows of `prompt_ids` come repeated that many times, as TRL's sampler gives them); later turns continue each
-    sample once.
+    `suffixes` lead into each turn after the first: `suffixes[k][i]` is the suffix before turn k+2 of sample i
+    (`len(suffixes) + 1` turns), or a `SuffixFn` called before each later turn with the attempts so far (`num_turns`
+    turns), for suffixes that depend on the attempts. `num_generations` applies to turn 1 only (rows of `prompt_ids`
+    come repeated that many times, as TRL's sampler gives them); later turns continue each sample once.
     """
+    if callable(suffixes):
+        if num_turns is None:
+            raise ValueError("generate_turns: give `num_turns` with a function of the attempts as `suffixes`.")
+        suffixes_before = suffixes
+    else:
+        num_turns, fixed = len(suffixes) + 1, suffixes
+        suffixes_before = lambda turn, attempts: fixed[turn - 2]  # noqa: E731
     attempts, suffix_rows, logprobs = [], [], []
     contexts = [list(ids) for ids in prompt_ids]
-    for turn in range(len(suffixes) + 1):
-        if turn > 0:
-            rows = [suffix.after(attempt) for suffix, attempt in zip(suffixes[turn - 1], attempts[-1], strict=True)]
+    for turn in range(1, num_turns + 1):
+        if turn > 1:
+            before = suffixes_before(turn, attempts)
+            rows = [suffix.after(attempt) for suffix, attempt in zip(before, attempts[-1], strict=True)]
             contexts = [context + row for context, row in zip(contexts, rows, strict=True)]
             suffix_rows.append(rows)
-        ids, lps = generate(contexts, num_generations if turn == 0 else 1)
+        ids, lps = generate(contexts, num_generations if turn == 1 else 1)
         attempts.append([list(row) for row in ids])
         logprobs.append(lps)
         contexts = [context + row for context, row in zip(contexts, attempts[-1], strict=True)]

@@ -45,6 +45,7 @@ _SCRIPT_FIELDS = (
     "stage",
     "stage1_max_steps",
     "stage1_turn_betas",
+    "stage2_turn_betas",
     "stage2_reference",
     "max_eval_samples",
     "eval_max_new_tokens",

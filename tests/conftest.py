@@ -25,7 +25,7 @@ def busy_machine():
     if not busy:
         yield 0
         return
-    from score_trl.testing import busy_cores
+    from sandbox_speed import busy_cores  # benchmarks/, on pytest's pythonpath
 
     with busy_cores(busy):
         yield busy
@@ -33,14 +33,14 @@ def busy_machine():
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path_pad_eos(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama-pad-eos"), architecture="llama", pad_is_eos=True)
 
@@ -83,3 +83,16 @@ def descriptors_past_1024():
     for fd in held:
         os.close(fd)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def task_with_rows(name: str, train: list[dict], held_out: list[dict]):
+    """The built-in task `name`, its data sets replaced by these rows (for `monkeypatch.setitem(TASKS, name, ...)`)."""
+    import dataclasses
+
+    from datasets import Dataset
+
+    from score_trl.tasks import TASKS
+
+    return dataclasses.replace(
+        TASKS[name], load_train=lambda *args: Dataset.from_list(train), load_eval=lambda *args: list(held_out)
+    )

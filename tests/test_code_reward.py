@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from score_trl.rewards import SandboxConfig, code_reward, extract_code, run_python, verify_code, verify_code_batch
+from score_trl.rewards import code_reward, extract_code, verify_code, verify_code_batch
+from score_trl.sandbox import SandboxConfig, run_python
 
 
 HAS_BWRAP = shutil.which("bwrap") is not None
@@ -273,8 +274,9 @@ def test_code_loaders_feed_code_reward():
 
 
 def test_an_interpreter_too_slow_to_start_is_not_scored_but_a_broken_sandbox_raises(monkeypatch):
-    from score_trl.rewards import SandboxError, verify_code
     from score_trl.rewards import code as code_module
+    from score_trl.rewards import verify_code
+    from score_trl.sandbox import SandboxError
 
     tests = ["assert f() == 1"]
     # 1 ms of wall time: the interpreter cannot even start, which a loaded machine can cause: "cannot judge"

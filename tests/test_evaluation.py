@@ -134,7 +134,7 @@ def test_sampled_evaluation_draws_at_the_training_temperature():
 @pytest.mark.parametrize("architecture", ["qwen2", "llama"])  # llama: SmolLM2's architecture
 def test_turn_two_continues_turn_one_cache_with_the_tokens_and_log_probs_of_re_encoding(tmp_path, architecture):
     from score_trl.evaluation import hf_generate_fn
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     path = save_tiny_model(tmp_path / "model", architecture=architecture)
     model = AutoModelForCausalLM.from_pretrained(path).eval()

@@ -9,10 +9,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sandbox_speed import busy_cores  # benchmarks/, on pytest's pythonpath
 
 import score_trl.sandbox as sandbox
 from score_trl.sandbox import SandboxConfig, run_python, run_tests
-from score_trl.testing import busy_cores
 
 
 sys.path.insert(0, os.path.dirname(__file__))

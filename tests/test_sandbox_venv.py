@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from score_trl.rewards import SandboxConfig, SandboxError, run_python, verify_code, verify_code_batch
-from score_trl.sandbox import isolation, limits, process
+from score_trl.rewards import verify_code, verify_code_batch
+from score_trl.sandbox import SandboxConfig, SandboxError, isolation, limits, process, run_python
 from score_trl.sandbox.isolation import VENV_DIR
 
 
