@@ -235,11 +235,15 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
     if config.isolation == "rlimits":
         warn_unisolated()
     drain = Drain(config.max_output_bytes)
+    # The start's limit counts from before the launch: counted from after it, the time this thread waited for a CPU
+    # in between went to the start, and under load a start slower than wall_time passed as in time (the limit's
+    # extension is the run's own wait only)
+    starting = Deadline(config.wall_time, lambda: launched.pids())
     launched = _launch(config, {"program.py": source}, "run", ["{job}/program.py"], (), drain, stdin.encode())
     timed_out = False
     try:
         try:
-            if launched.wait_started(Deadline(config.wall_time, launched.pids)) is None:
+            if launched.wait_started(starting) is None:
                 timed_out = True
             else:
                 timed_out = not Deadline(config.wall_time, launched.pids).wait(lambda t: exited(launched.proc, t))
@@ -282,6 +286,7 @@ def run_tests(
         args = ["{job}/setup.py", "{job}/solution.py", str(request_read), str(response_write), str(request_limit)]
         files = {"setup.py": setup, "solution.py": solution}
         try:
+            starting = Deadline(config.wall_time, lambda: launched.pids())  # from before the launch, as in run_python
             launched = _launch(config, files, "serve", args, (request_read, response_write), drain)
         finally:
             pipes.close(request_read, response_write)
@@ -321,7 +326,7 @@ def run_tests(
                 def pids() -> list[int]:
                     return [judge.pid, *launched.pids()]
 
-                if launched.wait_started(Deadline(config.wall_time, pids)) is None:
+                if launched.wait_started(starting) is None:
                     timed_out = True
                 else:
                     timed_out = not Deadline(config.wall_time, pids).wait(lambda t: exited(judge, t))
