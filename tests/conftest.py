@@ -16,6 +16,21 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def busy_machine():
+    """`SCORE_TRL_BUSY_CORES=2 pytest ...`: the whole session runs with 2 other processes spinning on the cores, as
+    beside two trainings; the sandbox's verdicts must be the same as on a quiet machine (docs/rewards.md). Yields how
+    many: a test that makes its own load tops it up rather than doubling it."""
+    busy = int(os.environ.get("SCORE_TRL_BUSY_CORES", "0"))
+    if not busy:
+        yield 0
+        return
+    from sandbox_speed import busy_cores  # benchmarks/, on pytest's pythonpath
+
+    with busy_cores(busy):
+        yield busy
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
     from score_trl.tiny_model import save_tiny_model

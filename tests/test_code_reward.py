@@ -76,6 +76,14 @@ def test_early_exit_and_forgery_score_zero(trick):
     assert verify_code(trick, MBPP_TESTS, config=FAST) == 0.0
 
 
+@pytest.mark.parametrize("name", sorted(hostile_programs.ITERATION_TESTS))
+def test_stop_iteration_does_not_end_a_test_early(name):
+    # map(), filter(), zip() and next(it, default) would read it as the end of their iteration, and pass the test
+    tests = [hostile_programs.ITERATION_TESTS[name]]
+    assert verify_code(hostile_programs.STOP_ITERATION, tests, config=FAST) == 0.0
+    assert verify_code(GOOD, tests, config=FAST) == 1.0
+
+
 def test_syntax_error_scores_zero():
     assert verify_code("def add(a, b) return a + b", MBPP_TESTS) == 0.0
 
