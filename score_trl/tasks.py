@@ -23,7 +23,7 @@ from .data.math import load_math
 from .embedded import EMBEDDED_INSTRUCTION, base_model_path, split_problems
 from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, InsteadOfInstruction
 from .rewards import code_reward, math_reward
-from .rewards.feedback import FeedbackFunc, make_math_feedback, math_feedback
+from .rewards.feedback import FeedbackFunc, code_feedback, make_math_feedback, math_feedback
 
 
 __all__ = ["TASKS", "Task", "TaskArguments", "get_task", "parse_with_recipe"]
@@ -152,6 +152,7 @@ TASKS: dict[str, Task] = {
         dataset_name="google-research-datasets/mbpp",
         eval_dataset_name="openai/openai_humaneval",
         dataset_config="full",
+        feedback=code_feedback,
     ),
 }
 

@@ -113,7 +113,17 @@ def judge(job: dict, candidate: _Candidate) -> dict:
     except BaseException as error:  # noqa: B036 - a failing test, whatever it raised, is a failed verdict
         if candidate.uncrossable:
             return {"passed": None, "why": candidate.uncrossable}
-        return {"passed": False, "why": f"{type(error).__name__}: {str(error)[:300]}"}
+        verdict = {"passed": False, "why": f"{type(error).__name__}: {str(error)[:300]}"}
+        # For feedback turns: where in the (trusted) tests it failed and the error's builtin name, nothing the
+        # program wrote (its exception messages and its text stay out: the next prompt must not be the policy's).
+        tb, line = error.__traceback__, None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == "tests":
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        builtin = getattr(builtins, type(error).__name__, None) is type(error)
+        verdict.update(line=line, error=type(error).__name__ if builtin else "Exception")
+        return verdict
     if candidate.uncrossable:  # a test that caught the crossing error must not pass on it
         return {"passed": None, "why": candidate.uncrossable}
     return {"passed": True, "why": ""}

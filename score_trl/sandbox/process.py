@@ -34,7 +34,7 @@ from .seccomp import filter_program
 from .streams import Drain, Pipes, memory_file
 
 
-__all__ = ["run_python", "run_tests"]
+__all__ = ["FailedTest", "first_failure", "run_python", "run_tests"]
 
 logger = logging.getLogger(__name__)
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -262,6 +262,32 @@ def run_python(source: str, config: SandboxConfig | None = None, stdin: str = ""
         launched.close()
 
 
+@dataclass(frozen=True)
+class FailedTest:
+    """Where a program failed its tests, from the judge and the tests alone (never from what the program wrote):
+    the failing test's source line (None when the program failed outside the tests) and the error's builtin name,
+    or "timed out", or "did not load" (it did not compile, or raised while it was loaded)."""
+
+    test: str | None
+    error: str
+
+
+def first_failure(
+    solution: str, tests: str, setup: str = "", entry_point: str | None = None, config: SandboxConfig | None = None
+) -> FailedTest | None:
+    """`run_tests`, telling where the program failed: None when it passed or cannot be judged, else a `FailedTest`
+    (what a feedback turn may show the model)."""
+    verdict = _judge(solution, tests, setup, entry_point, config)
+    if verdict["passed"] is not False:
+        return None
+    if verdict["why"] == "timed out":
+        return FailedTest(None, "timed out")
+    line = verdict.get("line")
+    lines = tests.splitlines()
+    test = lines[line - 1].strip() if isinstance(line, int) and 0 < line <= len(lines) else None
+    return FailedTest(test, verdict.get("error") or "did not load")
+
+
 def run_tests(
     solution: str, tests: str, setup: str = "", entry_point: str | None = None, config: SandboxConfig | None = None
 ) -> tuple[bool | None, str]:
@@ -271,6 +297,11 @@ def run_tests(
     (None, why) when the tests cannot be judged this way (they pass a value that cannot cross the boundary). Raises
     `SandboxError` when the sandbox or the judge itself failed.
     """
+    verdict = _judge(solution, tests, setup, entry_point, config)
+    return verdict["passed"], verdict["why"]
+
+
+def _judge(solution: str, tests: str, setup: str, entry_point: str | None, config: SandboxConfig | None) -> dict:
     config = config or SandboxConfig()
     limit = config.max_output_bytes
     drain = Drain(limit)
@@ -341,7 +372,7 @@ def run_tests(
         finally:
             launched.close()
         if timed_out:
-            return False, "timed out"
+            return {"passed": False, "why": "timed out"}
         verdict = pipes.read_all(verdict_read)
         try:
             result = marshal.loads(verdict)  # the judge's own, on a pipe the program cannot reach
@@ -351,4 +382,4 @@ def run_tests(
                 f"The code sandbox's test runner ({launched.python}) exited with status {judge.returncode} without a "
                 f"verdict: {detail}"
             ) from None
-        return result["passed"], result["why"]
+        return result
