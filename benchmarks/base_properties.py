@@ -22,8 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import TrlParser
 from variants import VARIANTS, build_variant
 
-from score_trl.data import make_problems, split_problems
-from score_trl.data.embedded import INVERSE
+from score_trl.embedded import make_problems, split_problems
+from score_trl.embedded.task import INVERSE
 from score_trl.evaluation import evaluate
 from score_trl.pipeline import eval_settings, parse_args
 

@@ -24,7 +24,7 @@ from score_trl.loading import load_model_and_tokenizer
 from score_trl.metrics import answer_changed, clustered_standard_error
 from score_trl.pipeline import ScoreScriptArguments, eval_settings
 from score_trl.rewards import ANSWER_FORMATS
-from score_trl.tasks import get_task
+from score_trl.run_inputs import resolve_inputs
 
 
 @dataclass
@@ -65,13 +65,10 @@ def row_with_errors(traces: list[dict], verifier: str) -> dict[str, float]:
 
 def main(base: BaseArguments, script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args) -> list[dict]:
     torch.set_num_threads(script_args.torch_threads or torch.get_num_threads())
-    task = get_task(script_args.task)
-    if args.turn_instruction is None:
-        args.turn_instruction = task.instruction
-    _, held_out = script_args.load_data()
-    held_out = held_out[: base.problems]
+    inputs = resolve_inputs(script_args, model_args.model_name_or_path, with_train=False)
+    task, held_out = inputs.task, inputs.held_out[: base.problems]
     start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path)
+    model, tokenizer = load_model_and_tokenizer(inputs.model_path)
     print(f"model loaded in {time.perf_counter() - start:.1f} s")
     model.eval()
     runs = ([("greedy", None)] if base.greedy else []) + [

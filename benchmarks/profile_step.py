@@ -11,6 +11,7 @@ each part is timed around the trainer method that does it, and the table prints 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import time
@@ -25,9 +26,10 @@ from transformers import TrainerCallback  # noqa: E402
 from trl import ModelConfig, get_peft_config  # noqa: E402
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer  # noqa: E402
-from score_trl.loading import resolve_model_path  # noqa: E402
-from score_trl.pipeline import ScoreScriptArguments, build_trainer  # noqa: E402
-from score_trl.tasks import get_task, parse_with_recipe  # noqa: E402
+from score_trl.pipeline import ScoreScriptArguments  # noqa: E402
+from score_trl.run_inputs import resolve_inputs  # noqa: E402
+from score_trl.stages import build_trainer, model_init_kwargs, stage_configs  # noqa: E402
+from score_trl.tasks import parse_with_recipe  # noqa: E402
 
 
 @dataclass
@@ -101,15 +103,19 @@ def instrument(trainer: MultiTurnRLOOTrainer, clock: _StepClock) -> None:
 def main(opts: ProfileArguments, script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, model_args) -> None:
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
-    task = get_task(script_args.task)
-    args.turn_instruction = task.turn_instruction(args.turn_instruction)
-    args.max_steps, args.save_strategy, args.report_to, args.disable_tqdm = opts.warmup + opts.steps, "no", [], True
-    args.logging_steps = 1
-    train, _ = script_args.load_data()
-    model_path = resolve_model_path(model_args.model_name_or_path)
-    if model_args.dtype not in (None, "auto"):
-        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "dtype": model_args.dtype}
-    trainer = build_trainer(MultiTurnRLOOTrainer, model_path, args, train, task, get_peft_config(model_args))
+    inputs = resolve_inputs(script_args, model_args.model_name_or_path)
+    # the recipe's Stage II, with the steps to time and nothing written
+    profiled = dataclasses.replace(script_args, stage="2")
+    changes = {"max_steps": opts.warmup + opts.steps, "save_strategy": "no", "report_to": [], "disable_tqdm": True}
+    changes.update(logging_steps=1, model_init_kwargs=model_init_kwargs(args, model_args))
+    peft_config = get_peft_config(model_args)
+    make_config = stage_configs(profiled, args, inputs.task, inputs.model_path, peft_config is not None, **changes)[
+        "stage2"
+    ]
+    args = make_config()
+    trainer = build_trainer(
+        MultiTurnRLOOTrainer, inputs.model_path, args, inputs.train, inputs.task.reward, peft_config
+    )
     if not opts.compact_head:
         import trl.trainer.utils as trl_utils
         from trl.kernels import chunked_logprob

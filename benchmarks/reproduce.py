@@ -34,12 +34,12 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# reproduce_arms and variants are the sibling modules: run as `python benchmarks/reproduce.py`, this directory is first
+# on the path (spawned workers inherit it), and the tests import them the same way (pyproject.toml's pytest
+# `pythonpath`).
 import torch  # noqa: E402
-from trl import TrlParser  # noqa: E402
-
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reproduce_arms import ARMS, FULL_RUN_ARMS, FULL_RUN_TASKS, TASKS, ArmSettings, run_arm  # noqa: E402
+from trl import TrlParser  # noqa: E402
 from variants import ContinuedRecipe, build_variant  # noqa: E402
 
 

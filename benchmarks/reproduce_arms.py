@@ -18,10 +18,11 @@ from variants import VARIANTS, ContinuedRecipe, build_variant
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneTrainer
 from score_trl.baselines import run_pair_sft, run_star
-from score_trl.data import EmbeddedRecipe, split_problems
+from score_trl.embedded import EmbeddedRecipe, split_problems
 from score_trl.evaluation import EvalSettings, evaluate
-from score_trl.pipeline import build_trainer, eval_settings, parse_args, stage_configs
+from score_trl.pipeline import eval_settings, parse_args
 from score_trl.rewards import math_reward
+from score_trl.stages import build_trainer, stage_configs
 from score_trl.tasks import get_task
 
 
@@ -44,7 +45,9 @@ FULL_RUN_ARMS = [arm for arm in ARMS if arm not in ("naive_turn_weights", "score
 
 
 @dataclass(frozen=True)
-class Task:
+class Testbed:
+    """A task of the comparison: the embedded problems with a base model of its own (`recipe`), described."""
+
     description: str
     recipe: EmbeddedRecipe | ContinuedRecipe
 
@@ -53,33 +56,33 @@ class Task:
 
 
 TASKS = {
-    "default": Task(
+    "default": Testbed(
         "the demo's base (keeps its first answer 60% of the time whatever its check says, rarely solves in steps "
         'after a "no")',
         VARIANTS["default"],
     ),
-    "rival": Task(
+    "rival": Testbed(
         "the demo's base continued 600 steps with a capped turn-1 rival (it also solves in steps at turn 1, 20% of "
         "the time, on the half of the problems with a in {1, 9}), so that RL's turn-1 gains transfer",
         VARIANTS["rival"],
     ),
-    "copy": Task(
+    "copy": Testbed(
         "the copy-prone variant (the default base continued 600 steps on traces that keep a right first answer 90% "
         "and a wrong one 75% of the time; `benchmarks/variants.py`'s `COPY_VARIANT`)",
         VARIANTS["copy"],
     ),
-    "copy_rival": Task("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
-    "rare": Task(
+    "copy_rival": Testbed("the copy-prone variant with the capped turn-1 rival", VARIANTS["copy_rival"]),
+    "rare": Testbed(
         'the demo\'s base, but after a "no" it solves in steps about 0.6% of the time instead of 6% (`p_solve` '
         "0.015; every other setting as `default`): the rare-correction base of issue 20",
         EmbeddedRecipe(p_solve=0.015),
     ),
     # issue 20's grid of bases between `default` (p_solve 0.15) and below `rare`
-    "rare_0.05": Task(
+    "rare_0.05": Testbed(
         'the demo\'s base, solving in steps after a "no" a third as often (`p_solve` 0.05)',
         EmbeddedRecipe(p_solve=0.05),
     ),
-    "rare_0.005": Task(
+    "rare_0.005": Testbed(
         'the demo\'s base, solving in steps after a "no" a thirtieth as often (`p_solve` 0.005)',
         EmbeddedRecipe(p_solve=0.005),
     ),
@@ -99,11 +102,12 @@ class ArmSettings:
     learning_rate: float = 1e-4
     eval_samples_per_problem: int = 16
     logging_steps: int = 10  # the resolution of the training curves
+    num_turns: int = 2  # attempts per episode, in training and in evaluation
+    feedback: bool = False  # the task's verifier feedback before each later attempt (issue 31); False: intrinsic
 
 
 def _recipe():
-    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them (the
-    task's instruction included)."""
+    """(script arguments, trainer config) of the embedded recipe (the demo's), parsed as the demo parses them."""
     script_args, args, _ = parse_args(args=["--config", str(RECIPE)])
     return script_args, args
 
@@ -125,6 +129,10 @@ def _config(cls, out: str, seed: int, settings: ArmSettings, steps: int, **chang
     return cls(**{k: v for k, v in {**values, **changes}.items() if k in names})
 
 
+def _last_turn(log: dict) -> int:
+    return max(int(key[4:].split("/")[0]) for key in log if key.startswith("turn") and key.endswith("/reward"))
+
+
 def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
     rows = [h for h in history if "self_correction/delta" in h]
     return {
@@ -133,6 +141,8 @@ def _curves(history: list[dict], offset: int) -> dict[str, list[float]]:
         "changed_rate": [h["self_correction/changed_rate"] for h in rows],
         # not logged when a batch has no wrong first answer
         "changed_when_wrong": [h.get("self_correction/changed_when_wrong", math.nan) for h in rows],
+        "acc_t1": [h.get("turn1/accuracy", math.nan) for h in rows],
+        "acc_last": [h.get(f"turn{_last_turn(h)}/accuracy", math.nan) for h in rows],
     }
 
 
@@ -148,7 +158,7 @@ STAGE_TRAINERS = {"stage1": StageOneTrainer, "stage2": MultiTurnRLOOTrainer}
 
 
 def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float = 0.0) -> Callable:
-    """An RL arm, staged as the demo's pipeline stages it (`score_trl.pipeline.stage_configs`: Stage I's own KL and
+    """An RL arm, staged as the demo's pipeline stages it (`score_trl.stages.stage_configs`: Stage I's own KL and
     steps, Stage II's KL reference the base model): Stage I then Stage II, or Stage II alone for the same total
     steps; Stage II's turn-2 reward shaped with `alpha` or not (alpha 0: each turn its own reward, the paper's naive
     multi-turn RL). `turn_weighted`: Stage II's turn-2 advantages weighted `1 + alpha` (`turn_weights`), the
@@ -157,16 +167,21 @@ def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float
     def arm(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, curves: dict) -> str:
         script_args, _ = _recipe()
         script_args = dataclasses.replace(
-            script_args, stage="both" if stage1 else "2", stage1_max_steps=s.stage1_steps
+            script_args, stage="both" if stage1 else "2", stage1_max_steps=s.stage1_steps, turn_feedback=s.feedback
         )
         # without Stage I, the same number of RL steps, all in Stage II; its KL reference is the base model either way
         stage2_steps = s.stage2_steps if stage1 else s.stage1_steps + s.stage2_steps
         changes = {"alpha": s.alpha if shaped else 0.0, "ref_model_name_or_path": None if stage1 else base}
         changes.update(turn_weights=[1.0, 1.0 + s.alpha] if turn_weighted else None, turn_discount=discount)
+        # one KL weight for every turn (the recipe's, expanded to its two turns, would not fit another number)
+        changes.update(num_turns=s.num_turns, turn_betas=[0.01])
         args = _config(MultiTurnRLOOConfig, out if stage1 else f"{out}/stage2", seed, s, stage2_steps, **changes)
         model, offset, task = base, 0, get_task(script_args.task)
-        for name, make_config in stage_configs(script_args, args, base).items():
-            trainer = build_trainer(STAGE_TRAINERS[name], model, make_config(), train, task)
+        for name, make_config in stage_configs(script_args, args, task, base).items():
+            feedback = task.feedback if s.feedback else None
+            trainer = build_trainer(
+                STAGE_TRAINERS[name], model, make_config(), train, task.reward, feedback_func=feedback
+            )
             model = _train(trainer, curves, offset)
             offset += trainer.args.max_steps
         return model
@@ -208,7 +223,9 @@ def _pair_sft(base: str, train: Dataset, out: str, seed: int, s: ArmSettings, cu
 
 def sampling_settings(s: ArmSettings) -> EvalSettings:
     """How every arm samples (training data for the SFT arms, the held-out evaluation): as the demo evaluates."""
-    return dataclasses.replace(eval_settings(*_recipe()), max_new_tokens=s.max_tokens)
+    script_args, args = _recipe()
+    settings = eval_settings(dataclasses.replace(script_args, turn_feedback=s.feedback), args)
+    return dataclasses.replace(settings, max_new_tokens=s.max_tokens, num_turns=s.num_turns)
 
 
 TRAIN: dict[str, Callable] = {

@@ -298,7 +298,7 @@ def _eval_times(model_path: str, opts) -> dict[str, list[float]]:
 def main(opts: SpeedArguments) -> None:
     torch.set_num_threads(opts.threads)
 
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         if opts.model is None:

@@ -1,6 +1,7 @@
 """SCoRe on code: MBPP for training, HumanEval for evaluation, rewards from the sandboxed code verifier.
 
-There is no embedded default for code (a model small enough for a CPU does not write Python): give a recipe.
+There is no embedded default for code (a model small enough for a CPU does not write Python): give a recipe, whose
+`task: code` names the data sets, the sandboxed reward and the instruction (score_trl.tasks).
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/score_code.py \\
         --config recipes/Qwen2.5-Coder-1.5B-Instruct/score/config_stage1_code.yaml --stage 1
@@ -29,5 +30,5 @@ if __name__ == "__main__":
             "examples/score_code.py needs a recipe: --config "
             "recipes/Qwen2.5-Coder-1.5B-Instruct/score/config_stage1_code.yaml (see docs/recipes.md)."
         )
-    main(*parse_args(args=[*sys.argv[1:], "--task", "code"]))
+    main(*parse_args())
     PartialState().destroy_process_group()

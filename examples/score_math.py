@@ -4,6 +4,7 @@ With no arguments it runs the embedded default (recipes/embedded/score/config_ma
 
     accelerate launch examples/score_math.py
     accelerate launch examples/score_math.py --smoke            # a one-minute check of the whole pipeline
+    accelerate launch examples/score_math.py --stage 1          # Stage I alone (then --stage 2 from its output)
 
 On a real model and MATH, one recipe per stage:
 

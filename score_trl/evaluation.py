@@ -20,10 +20,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from .data.rows import with_ids
 from .loading import load_model_and_tokenizer, whole_models
-from .metrics import accuracy, clustered_standard_error, self_correction_metrics
+from .metrics import accuracy, clustered_standard_error, self_correction_metrics, transition_rates
 from .rewards import ANSWER_FORMATS, REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
-from .rollout import GenerateFn, TurnRenderer, end_of_turn_ids, generate_turns
+from .rewards.feedback import FeedbackFunc
+from .rollout import GenerateFn, TurnFeedbackFn, TurnInstructions, TurnRenderer, end_of_turn_ids, generate_turns
 from .vllm_cpu import vllm_engine_for, vllm_generate_fn
 
 
@@ -42,23 +44,26 @@ _GOLD_COLUMNS = {"math": ["answer"], "code": ["test_list", "test"]}
 # transformers renamed generate's `past_key_values` (argument and output field) to `cache` within 5.x
 _CACHE = "cache" if "cache" in {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)} else "past_key_values"
 
-# The instruction shown before attempt `turn` (2, 3, ...) of a dataset row: `MultiTurnRLOOTrainer.get_turn_instruction`
-# has this shape, so evaluation shows what training showed, per row.
-InstructionFn = Callable[[dict, int], str]
+# The instruction shown before attempt `turn` (2, 3, ...) of a dataset row, after its earlier attempts' texts:
+# `MultiTurnRLOOTrainer.get_turn_instruction` has this shape, so evaluation shows what training showed, per row.
+InstructionFn = Callable[[dict, int, Sequence[str]], str]
 
 
 @dataclass
 class EvalSettings:
     """How to evaluate: turns, instruction, prompt rendering, decoding, batching.
 
-    `instruction` is the text shown between attempts: one string for every row, or a function of (row, turn), which
-    is what a trainer's `get_turn_instruction` is. Build the settings with `EvalSettings.from_trainer(trainer, ...)`
-    so that evaluation renders every turn of every row as training did; there is no default instruction here, so
-    that no second default can drift from the trainer's.
+    `instruction` is the text shown between attempts: one string for every row, or a function of (row, turn,
+    earlier attempts), which is what a trainer's `get_turn_instruction` is. `feedback(rows, turn, last_attempts)`
+    leads it with what a verifier tells about each last attempt (a trainer's `get_turn_feedback`); None is the
+    paper's intrinsic setting. Build the settings with `EvalSettings.from_trainer(trainer, ...)` so that evaluation
+    renders every turn of every row as training did; there is no default instruction here, so that no second
+    default can drift from the trainer's.
     """
 
     num_turns: int = 2
     instruction: str | InstructionFn | None = None
+    feedback: TurnFeedbackFn | None = None
     instruction_template: str = "\n\n{instruction}\n\n"
     chat_template_kwargs: dict | None = None
     max_new_tokens: int = 512
@@ -73,13 +78,19 @@ class EvalSettings:
         """Settings that render turns as `trainer` (a `MultiTurnRLOOTrainer`) does: its `get_turn_instruction`, a
         subclass's override included, and its config's template, chat-template arguments and threshold; plus
         `changes` (decoding, batching)."""
+        changes = {"feedback": getattr(trainer, "get_turn_feedback", None), **changes}
         return cls.from_config(trainer.args, trainer.get_turn_instruction, **changes)
 
     @classmethod
-    def from_config(cls, args, instruction: str | InstructionFn, **changes) -> EvalSettings:
+    def from_config(
+        cls, args, instruction: str | InstructionFn, feedback_func: FeedbackFunc | None = None, **changes
+    ) -> EvalSettings:
         """Settings that render turns with a trainer config's (`args`) template, chat-template arguments, threshold and
-        sampling temperature and the given `instruction`; for evaluating without a trainer at hand. Prefer `from_trainer` where there is
-        one: only it carries a subclass's `get_turn_instruction`."""
+        sampling temperature and the given `instruction` (and `feedback_func`, a trainer's `feedback_func`); for
+        evaluating without a trainer at hand. Prefer `from_trainer` where there is one: only it carries a subclass's
+        `get_turn_instruction` and `get_turn_feedback`."""
+        if feedback_func is not None:
+            changes = {"feedback": lambda rows, turn, attempts: feedback_func(rows, attempts), **changes}
         values = {
             "num_turns": args.num_turns,
             # sampled evaluation draws as training drew (greedy evaluation ignores it)
@@ -91,14 +102,14 @@ class EvalSettings:
         }
         return cls(**{**values, **changes})
 
-    def instruction_for(self, row: dict, turn: int) -> str:
-        """The instruction shown before attempt `turn` (2, 3, ...) of `row`."""
+    def instruction_for(self, row: dict, turn: int, attempts: Sequence[str] = ()) -> str:
+        """The instruction shown before attempt `turn` (2, 3, ...) of `row`, after its earlier `attempts` (texts)."""
         if self.instruction is None:
             raise ValueError(
                 "EvalSettings.instruction is not set: build the settings with `EvalSettings.from_trainer(trainer)` "
                 "(the instruction training showed), or pass the instruction (e.g. `get_task(name).instruction`)."
             )
-        return self.instruction(row, turn) if callable(self.instruction) else self.instruction
+        return self.instruction(row, turn, attempts) if callable(self.instruction) else self.instruction
 
 
 def hf_generate_fn(
@@ -232,6 +243,13 @@ def metrics_from_traces(
         metrics[f"acc_t{last}"] = metrics.pop("acc_t2")  # self_correction_metrics names the last turn "t2"
     for turn in range(2, last):
         metrics[f"acc_t{turn}"] = accuracy(correct(turn))
+    if last > 2:  # does each turn add, or only repeat the one before?
+        for turn in range(2, last + 1):
+            for key, value in transition_rates(correct(turn - 1), correct(turn)).items():
+                metrics[f"{key}_t{turn - 1}_t{turn}"] = value
+    # which setting ran: 0 is the paper's intrinsic one (the same instruction whatever the attempt)
+    told = [t[key] for t in traces for key in t if key.startswith("told")]
+    metrics["feedback_rate"] = sum(told) / len(told) if told else 0.0
     return metrics
 
 
@@ -254,7 +272,7 @@ def evaluate(
     """
     settings = settings or EvalSettings()
     reward_func = REWARD_FUNCS[verifier] if isinstance(verifier, str) else verifier
-    rows = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)]
+    rows = with_ids(rows)
     _check_columns(rows, verifier if isinstance(verifier, str) else "")
     if first_attempts is not None:
         missing = [row["id"] for row in rows if row["id"] not in first_attempts]
@@ -322,9 +340,6 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     eos_ids = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
     renderer = TurnRenderer(tokenizer, eos_ids, settings.instruction_template, settings.chat_template_kwargs or {})
     prompt_ids = renderer.first_turn_ids(prompts)
-    # [turn][row], as the trainers build them: a row's own instruction when the instruction is a function of the row
-    instructions = [[settings.instruction_for(row, turn) for row in rows] for turn in range(2, settings.num_turns + 1)]
-    suffixes = [[renderer.suffix(text, conversational) for text in turn] for turn in instructions]
     generated_turns = settings.num_turns - (first_attempts is not None)
     progress = tqdm(
         total=len(rows) * generated_turns, desc="two-turn evaluation", disable=not PartialState().is_local_main_process
@@ -341,7 +356,8 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
     engine = vllm_engine_for(model, tokenizer) if settings.use_vllm else None
     batch_size = len(rows) if engine is not None else settings.batch_size
     # All turns of one batch before the next batch: each turn continues the previous turn's KV cache (hf_generate_fn).
-    attempts = [[] for _ in range(settings.num_turns)]
+    # [turn][row], as the trainers build them: a row's own instruction, and feedback on its own last attempt
+    attempts, instructions, told = [[] for _ in range(settings.num_turns)], [], []
     for start in range(0, len(rows), batch_size):
         chunk = slice(start, start + batch_size)
         if engine is not None:
@@ -350,9 +366,15 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
             generate = hf_generate_fn(model, tokenizer, settings, progress)
         if fixed is not None:
             generate = _reading_turn_one(fixed[chunk], generate)
-        rollout = generate_turns(generate, prompt_ids[chunk], [turn[chunk] for turn in suffixes])
+        chosen = TurnInstructions(renderer, rows[chunk], conversational, settings.instruction_for, settings.feedback)
+        rollout = generate_turns(generate, prompt_ids[chunk], chosen, num_turns=settings.num_turns)
         for turn, turn_attempts in enumerate(rollout.attempts):
             attempts[turn] += turn_attempts
+        chosen.finish(rollout)
+        instructions = (
+            [a + b for a, b in zip(instructions, chosen.shown, strict=True)] if instructions else chosen.shown
+        )
+        told = [a + b for a, b in zip(told, chosen.told, strict=True)] if told else chosen.told
     model.train(was_training)
     progress.close()
 
@@ -367,6 +389,7 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
             "id": row["id"],
             **{f"y{k + 1}": texts[k][i] for k in range(len(texts))},
             **{f"r{k + 1}": rewards[k][i] for k in range(len(texts))},
+            **{f"told{k + 2}": told[k][i] for k in range(len(told))},
         }
         for i, row in enumerate(rows)
     ]
@@ -423,7 +446,7 @@ def inference_scaling(
         raise ValueError(f"k={k}: the budget must be an even number >= 2 (k/2 attempts, each corrected once).")
     settings = settings or EvalSettings(do_sample=True)
     _check_columns(rows, "math")
-    rows = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)]
+    rows = with_ids(rows)
     sampled = {**settings.__dict__, "do_sample": True}
     reward = REWARD_FUNCS["math"]
     one_turn, two_turns = EvalSettings(**{**sampled, "num_turns": 1}), EvalSettings(**{**sampled, "num_turns": 2})

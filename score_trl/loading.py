@@ -24,14 +24,13 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.integrations import unset_hf_deepspeed_config
 
-from .data.embedded_model import default_cache_dir
-
 
 __all__ = [
     "PACKAGED_MODELS",
     "ModelLoadError",
     "PackagedModel",
     "convert_gguf",
+    "default_cache_dir",
     "load_model_and_tokenizer",
     "packaged_model_file",
     "resolve_model_path",
@@ -67,6 +66,12 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 }
 
 _HASH_CHUNK = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    """Where the package keeps the models it makes (converted GGUF checkpoints, the embedded base models):
+    `$SCORE_TRL_CACHE`, else ~/.cache/score_trl."""
+    return Path(os.environ.get("SCORE_TRL_CACHE", Path.home() / ".cache" / "score_trl"))
 
 
 def packaged_model_file(name: str) -> Path:

@@ -141,9 +141,14 @@ TABLE_COLUMNS = ["acc_t1", "acc_t2", "delta", "delta_se", "delta_i2c", "delta_c2
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A markdown table in the paper's columns, one row per named result (a column a result lacks is left blank:
-    `delta_se` comes from traces that name their problems)."""
-    lines = ["| model | " + " | ".join(TABLE_COLUMNS) + " | n |", "|---" * (len(TABLE_COLUMNS) + 2) + "|"]
+    `delta_se` comes from traces that name their problems). Results of more than two turns add their Acc@t3..tK
+    after Acc@t2; delta and its transitions stay first turn against last."""
+    later = sorted(
+        {k for m in rows.values() for k in m if k.startswith("acc_t") and k[5:].isdigit() and int(k[5:]) > 2}
+    )
+    columns = [*TABLE_COLUMNS[:2], *sorted(later, key=lambda k: int(k[5:])), *TABLE_COLUMNS[2:]]
+    lines = ["| model | " + " | ".join(columns) + " | n |", "|---" * (len(columns) + 2) + "|"]
     for name, metrics in rows.items():
-        cells = " | ".join(f"{metrics[c]:.3f}" if c in metrics else "" for c in TABLE_COLUMNS)
+        cells = " | ".join(f"{metrics[c]:.3f}" if c in metrics else "" for c in columns)
         lines.append(f"| {name} | {cells} | {metrics.get('n', '')} |")
     return "\n".join(lines)

@@ -1,10 +1,9 @@
 """The SCoRe pipeline: evaluate the base model, train Stage I then Stage II, evaluate again, write the before/after
 table and the model card, push. `examples/score_math.py` and `examples/score_code.py` are thin scripts around `run`.
 
-One `ScoreScriptArguments` (data, evaluation, stages), a trainer config and TRL's `ModelConfig`, parsed with
-`TrlParser`. The stage decides the config class before parsing: `--stage 1` parses a `StageOneConfig` (its defaults,
-turn-1 KL 0.1 / turn-2 KL 0.01), `--stage 2` and `--stage both` a `MultiTurnRLOOConfig` (Stage II's; with `both`,
-Stage I takes it with the `stage1_*` changes and StageOneConfig's KL):
+One `ScoreScriptArguments` (task, data, evaluation, stages), the trainer config both stages share (a
+`MultiTurnRLOOConfig`) and TRL's `ModelConfig`, parsed with `TrlParser` in one pass; `score_trl.stages` derives each
+stage's config from them:
 
     accelerate launch examples/score_math.py --config recipes/embedded/score/config_math.yaml --stage 1
 """
@@ -14,58 +13,46 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import importlib.util
 import json
 import logging
 import os
-import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, is_peft_model
-from transformers import AutoConfig, BitsAndBytesConfig
-from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, get_peft_config, get_quantization_config
+from accelerate.utils import broadcast_object_list
+from trl import ModelConfig, get_peft_config
 
-from .data.embedded_model import EmbeddedRecipe, build_base_model
 from .evaluation import EvalSettings, evaluate_checkpoint
-from .loading import load_model_and_tokenizer, resolve_model_path, whole_models
 from .metrics import format_table
-from .rewards import ANSWER_FORMATS
+from .run_inputs import resolve_inputs
 from .run_record import RunRecord, check_same_run, run_fingerprint
-from .tasks import Task, TaskArguments, get_task, parse_with_recipe
-from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneConfig, StageOneTrainer
+from .stages import (
+    StageArguments,
+    build_trainer,
+    finished_stage,
+    model_init_kwargs,
+    quantization_config,
+    stage_configs,
+    train_stage,
+)
+from .tasks import TaskArguments, get_task, parse_with_recipe
+from .trainers import MultiTurnRLOOConfig, MultiTurnRLOOTrainer, StageOneTrainer
 
 
-__all__ = [
-    "ScoreScriptArguments",
-    "build_trainer",
-    "config_class",
-    "derive_config",
-    "each_warning_once",
-    "eval_settings",
-    "parse_args",
-    "quantization_config",
-    "run",
-    "finished_stage",
-    "stage_configs",
-    "train_stage",
-]
+__all__ = ["ScoreScriptArguments", "each_warning_once", "eval_settings", "parse_args", "run", "smoke_settings"]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("1", "2", "both")
-
 
 @dataclass
-class ScoreScriptArguments(TaskArguments):
-    """Task, data, evaluation and stage settings of a SCoRe run (see `TaskArguments` for the task and data)."""
+class ScoreScriptArguments(TaskArguments, StageArguments):
+    """Task, data, evaluation and stage settings of a SCoRe run (`TaskArguments`: the task and data;
+    `score_trl.stages.StageArguments`: the stages)."""
 
     eval_do_sample: bool = field(default=False, metadata={"help": "Sample in evaluation (default: greedy)."})
     eval_use_vllm: bool = field(
@@ -77,184 +64,59 @@ class ScoreScriptArguments(TaskArguments):
     eval_samples_per_problem: int = field(
         default=1, metadata={"help": "Sampled two-turn traces per problem (with eval_do_sample)."}
     )
-    stage: str = field(
-        default="both",
+    turn_feedback: bool = field(
+        default=False,
         metadata={
-            "help": "'1' (Stage I; parses a StageOneConfig), '2' (Stage II) or 'both'. Decided before the trainer "
-            "arguments are parsed: give it on the command line or in the recipe."
-        },
-    )
-    stage1_max_steps: int | None = field(
-        default=None,
-        metadata={"help": "Training steps of Stage I, with stage '1' or 'both' (None: `max_steps`); unused by '2'."},
-    )
-    stage1_turn_betas: list[float] | None = field(
-        default=None,
-        metadata={
-            "help": "Per-turn KL weights of Stage I, with stage '1' or 'both' (None: StageOneConfig's, [0.1, 0.01]); "
-            "unused by '2'."
-        },
-    )
-    stage2_reference: str = field(
-        default="base",
-        metadata={
-            "help": "KL reference of Stage II when stage='both': 'base' (the model before Stage I, as in the paper) "
-            "or 'stage1' (the Stage I model it starts from). With LoRA only 'stage1' is possible."
+            "help": "Feedback turns: before each later attempt, tell the model what the task's verifier found in its "
+            "last one (the task's `feedback`, e.g. 'Your final answer 7 is wrong.'). False: the paper's intrinsic "
+            "setting, the same instruction whatever the attempt (docs/feedback.md)."
         },
     )
     smoke: bool = field(
         default=False,
         metadata={
-            "help": "A one-minute run: 3 steps per stage, 16 evaluation problems once each, no checkpoints, a small "
-            "embedded base (it sets max_steps, stage1_max_steps, max_eval_samples, eval_samples_per_problem and "
-            "save_strategy, whatever else set them)."
+            "help": "A one-minute check of the whole run: replaces max_steps and stage1_max_steps (3), "
+            "max_eval_samples (16), eval_samples_per_problem (1) and save_strategy ('no'), logging each value it "
+            "replaces; the embedded task gets a base pretrained 150 steps."
         },
     )
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.stage not in STAGES:
-            raise ValueError(f"stage={self.stage!r}: use '1', '2' or 'both'.")
-        if self.stage2_reference not in ("base", "stage1"):
-            raise ValueError(f"stage2_reference={self.stage2_reference!r}: use 'base' or 'stage1'.")
-
-
-def _stage_named(argv: Sequence[str]) -> str:
-    """The stage `argv` names (`--stage X`, `--stage=X`), else its `--config` recipe's, else 'both'; as TrlParser
-    reads them, the command line over the recipe."""
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg == "--stage" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--stage="):
-            return arg.split("=", 1)[1]
-    if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        recipe = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text()) or {}
-        return str(recipe.get("stage", "both"))
-    return "both"
-
-
-def config_class(stage: str) -> type[MultiTurnRLOOConfig]:
-    """The trainer config a run of `stage` parses: Stage I's alone, else Stage II's (from which Stage I is derived)."""
-    return StageOneConfig if stage == "1" else MultiTurnRLOOConfig
+        TaskArguments.__post_init__(self)
+        StageArguments.__post_init__(self)
+        if self.turn_feedback and get_task(self.task).feedback is None:
+            raise ValueError(
+                f"turn_feedback=True, but task {self.task!r} has no `feedback` function: give the Task one "
+                "(score_trl.rewards.feedback), or set turn_feedback to False."
+            )
 
 
 def parse_args(default_recipe: Path | None = None, args: list[str] | None = None):
     """(script arguments, trainer config, model config) from the command line, read from `default_recipe` when no
-    `--config` is given. The stage picks the config class first (`config_class`), so that `--stage 1` gets Stage I's
-    defaults; the task's defaults (its instruction) fill what the user left unset."""
-    argv = sys.argv[1:] if args is None else list(args)
-    if default_recipe is not None and "--config" not in argv:
-        argv = ["--config", str(default_recipe), *argv]
-    types = (ScoreScriptArguments, config_class(_stage_named(argv)), ModelConfig)
-    script_args, training_args, model_args = parse_with_recipe(types, None, argv)
-    _apply_task_defaults(script_args, training_args)
-    return script_args, training_args, model_args
+    `--config` is given."""
+    return parse_with_recipe((ScoreScriptArguments, MultiTurnRLOOConfig, ModelConfig), default_recipe, args)
 
 
-def _apply_task_defaults(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> None:
-    """Fill what the user left unset with the task's defaults, never replacing what was set."""
-    args.turn_instruction = get_task(script_args.task).turn_instruction(args.turn_instruction)
+# What `--smoke` sets: (script arguments, trainer config).
+SMOKE = ({"stage1_max_steps": 3, "max_eval_samples": 16, "eval_samples_per_problem": 1}, {"max_steps": 3})
 
 
-def _field_default(cls, name: str):
-    spec = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
-
-
-def _model_init_kwargs(args: MultiTurnRLOOConfig, model_args: ModelConfig) -> dict:
-    """`args.model_init_kwargs` with what `model_args` sets added: merged, never replaced. A value both set
-    differently is an error, not a silent choice."""
-    from_model_args = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype if model_args.dtype not in (None, "auto") else None,
-    }
-    names = {"revision": "model_revision", "attn_implementation": "attn_implementation", "dtype": "dtype"}
-    user = dict(args.model_init_kwargs or {})
-    merged = dict(user)
-    for key, value in from_model_args.items():
-        if value is None:
-            continue
-        set_by_user = value != _field_default(ModelConfig, names[key])
-        if key in user and user[key] != value and set_by_user:
-            raise ValueError(
-                f"model_init_kwargs[{key!r}]={user[key]!r} conflicts with {names[key]}={value!r}: set one of them."
-            )
-        merged.setdefault(key, value)
-    return merged
-
-
-def derive_config(config_cls, args: MultiTurnRLOOConfig, **changes) -> MultiTurnRLOOConfig:
-    """A config of `config_cls` with `args`'s values and `changes`. `generation_batch_size` and `beta` are left to be
-    derived again (from `steps_per_generation` and `turn_betas`): the configs refuse a conflicting value."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
-    return config_cls(**{**values, "generation_batch_size": None, "beta": None, **changes})
-
-
-def _stage1_config(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> StageOneConfig:
-    changes = {}
-    if script_args.stage1_max_steps is not None:
-        changes["max_steps"] = script_args.stage1_max_steps
-    if script_args.stage == "1":
-        if not isinstance(args, StageOneConfig):
-            raise TypeError(
-                f"stage='1' trains with a StageOneConfig (turn-1 KL above turn-2 KL), got {type(args).__name__}: "
-                "parse with `score_trl.pipeline.parse_args`, or pass a StageOneConfig."
-            )
-        betas = script_args.stage1_turn_betas
-        if betas is not None:
-            if list(args.turn_betas) not in (list(betas), _field_default(StageOneConfig, "turn_betas")):
-                raise ValueError(
-                    f"stage1_turn_betas={betas} and turn_betas={args.turn_betas} both set Stage I's KL with stage="
-                    "'1': set one of them."
-                )
-            changes["turn_betas"] = list(betas)
-        return derive_config(StageOneConfig, args, **changes) if changes else args
-    changes.update(output_dir=os.path.join(args.output_dir, "stage1"), push_to_hub=False)
-    # Stage I's own KL weights, not Stage II's carried over: the script's, else StageOneConfig's default.
-    changes["turn_betas"] = list(script_args.stage1_turn_betas or _field_default(StageOneConfig, "turn_betas"))
-    # The recipe's turn_discount and turn_weights are Stage II's experiments: Stage I keeps the paper's returns (a
-    # Stage II turn-1 weight would even be refused there, where turn 1 has no reward term).
-    changes.update(turn_discount=0.0, turn_weights=None)
-    return derive_config(StageOneConfig, args, **changes)
-
-
-def _stage2_config(
-    script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, base_path: str, peft: bool
-) -> MultiTurnRLOOConfig:
-    if script_args.stage != "both":
-        if args.ref_model_name_or_path is None and not peft:
-            logger.warning(
-                "Stage II alone with no ref_model_name_or_path: the KL reference is the model it starts from. The "
-                "paper keeps the KL to the base model: set ref_model_name_or_path to it."
-            )
-        return args
-    reference = args.ref_model_name_or_path
-    if reference is None and script_args.stage2_reference == "base":
-        if peft:
-            logger.warning("With LoRA, Stage II's KL reference is the Stage I model (its adapter disabled).")
-        else:
-            reference = base_path
-    stage2_dir = os.path.join(args.output_dir, "stage2")
-    return derive_config(MultiTurnRLOOConfig, args, output_dir=stage2_dir, ref_model_name_or_path=reference)
-
-
-def stage_configs(
-    script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig, base_path: str, peft: bool = False
-) -> dict[str, MultiTurnRLOOConfig]:
-    """The config of each stage `script_args.stage` runs, by name ('stage1', 'stage2'), in order: Stage I's with its
-    own KL and steps, Stage II's with its KL reference (the base model at `base_path`, with stage 'both').
-
-    Each config is built when asked for, just before its trainer: building a config resets accelerate's state, and
-    under DeepSpeed a second Accelerator may not be handed a plugin of its own. So the values are functions.
-    """
-    stages = {}
-    if script_args.stage in ("1", "both"):
-        stages["stage1"] = lambda: _stage1_config(script_args, args)
-    if script_args.stage in ("2", "both"):
-        stages["stage2"] = lambda: _stage2_config(script_args, args, base_path, peft)
-    return stages
+def smoke_settings(script_args: ScoreScriptArguments, args: MultiTurnRLOOConfig) -> tuple[ScoreScriptArguments, dict]:
+    """`--smoke`'s script arguments, and the changes it gives every stage's config, each replaced value logged."""
+    script_changes = dict(SMOKE[0], stage1_max_steps=None if script_args.stage == "2" else 3)
+    config_changes = {**SMOKE[1], "save_strategy": "no"}
+    replaced = {name: (getattr(script_args, name), value) for name, value in script_changes.items()}
+    # (an enum's value: `save_strategy` is parsed into one)
+    replaced.update(
+        {
+            name: (getattr(getattr(args, name), "value", getattr(args, name)), value)
+            for name, value in config_changes.items()
+        }
+    )
+    for name, (old, new) in replaced.items():
+        if old != new:
+            logger.info("--smoke: %s %s -> %s", name, old, new)
+    return dataclasses.replace(script_args, **script_changes), config_changes
 
 
 def eval_settings(
@@ -262,7 +124,7 @@ def eval_settings(
 ) -> EvalSettings:
     """How the pipeline evaluates: with the script's decoding, rendering turns as `source` does. A trainer gives its
     `get_turn_instruction` (per row, a subclass's override included); a config, where there is no trainer (a
-    benchmark's base model, the SFT arms), its `turn_instruction` as `parse_args` resolved it."""
+    benchmark's base model, the SFT arms), its `turn_instruction`, or the task's where it leaves it unset."""
     decoding = {
         "max_new_tokens": script_args.eval_max_new_tokens,
         "batch_size": script_args.eval_batch_size,
@@ -270,7 +132,9 @@ def eval_settings(
         "use_vllm": script_args.eval_use_vllm,
     }
     if isinstance(source, MultiTurnRLOOConfig):
-        return EvalSettings.from_config(source, source.turn_instruction, **decoding)
+        task = get_task(script_args.task)
+        feedback = task.feedback if script_args.turn_feedback else None
+        return EvalSettings.from_config(source, task.turn_instruction(source.turn_instruction), feedback, **decoding)
     return EvalSettings.from_trainer(source, **decoding)
 
 
@@ -295,88 +159,6 @@ def evaluate_model(
         metrics_path=str(Path(output_dir) / f"eval_{name}.json"),
     )
     return metrics
-
-
-def _check_loadable(model_path: str) -> None:
-    """Stop with one line that says why when the model cannot be loaded, before a trainer fails on it with a
-    traceback about repo ids. Its config is the cheap check; only where that fails is the model loaded, by the
-    loader whose errors are one line (`ModelLoadError`), which also loads forms a config alone does not name."""
-    try:
-        AutoConfig.from_pretrained(model_path)
-    except (OSError, ValueError):
-        load_model_and_tokenizer(model_path)
-
-
-def build_trainer(
-    trainer_cls, model_path: str, args, train_dataset, task: Task, peft_config=None, quantization_config=None
-):
-    """A trainer of `trainer_cls` for `task`: its reward, and a named verifier's answer format for the answer-changed
-    logs (a task with its own verifier function keeps the trainer's)."""
-    # Passed only when set: a trainer class written before quantization existed keeps working without it.
-    kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
-    trainer = trainer_cls(
-        model_path, task.reward, args=args, train_dataset=train_dataset, peft_config=peft_config, **kwargs
-    )
-    if isinstance(task.verifier, str):
-        trainer.answer_format = ANSWER_FORMATS[task.verifier]
-    return trainer
-
-
-def finished_stage(output_dir: str) -> str | None:
-    """The model a finished stage in `output_dir` handed on (its merged model with LoRA), or None when the stage has
-    not finished there. `train_results.json` is written last, once the model is saved."""
-    if not os.path.exists(os.path.join(output_dir, "train_results.json")):
-        return None
-    merged = os.path.join(output_dir, "merged")
-    return merged if os.path.isdir(merged) else output_dir
-
-
-def quantization_config(model_args: ModelConfig, peft_config) -> BitsAndBytesConfig | None:
-    """`load_in_4bit` / `load_in_8bit` as TRL's scripts read them (`get_quantization_config`), refused where they
-    cannot run: bitsandbytes' kernels need a CUDA GPU, and quantized weights train only through LoRA adapters."""
-    config = get_quantization_config(model_args)
-    if config is None:
-        return None
-    flag = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
-    if peft_config is None:
-        raise ValueError(f"{flag}=True trains through LoRA adapters only: set use_peft=True (QLoRA) or unset {flag}.")
-    if not torch.cuda.is_available():
-        raise ValueError(
-            f"{flag}=True needs a CUDA GPU (bitsandbytes' quantized weights), and none is visible: unset {flag} "
-            "to train in full precision here, or run on a GPU with `pip install 'score-trl[qlora]'`."
-        )
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError(f"{flag}=True needs bitsandbytes: pip install 'score-trl[qlora]'.")
-    return config
-
-
-def train_stage(trainer) -> str:
-    """Train (resuming from the last checkpoint in `args.output_dir`), save the model and its model card; returns
-    the path the next stage and the evaluation load. A LoRA model is merged for them. The training metrics are
-    written last: they mark the stage finished (`finished_stage`)."""
-    args = trainer.args
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    if last is not None:
-        logger.info("Resuming %s from %s", type(trainer).__name__, last)
-    result = trainer.train(resume_from_checkpoint=last)
-    trainer.save_state()
-    trainer.save_model(args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.create_model_card(dataset_name=None, tags=["score-trl"])
-    trainer.accelerator.wait_for_everyone()  # the next stage and the evaluation load what the main process wrote
-    path = args.output_dir
-    if is_peft_model(trainer.model):
-        # LoRA: the next stage and the evaluation start from the merged model (not under ZeRO-3, where it is sharded)
-        path = os.path.join(args.output_dir, "merged")
-        if trainer.accelerator.is_main_process:
-            # merged in float32: adding the adapter's small update to bfloat16 weights would round much of it away
-            model = trainer.accelerator.unwrap_model(trainer.model).float()
-            model.merge_and_unload().save_pretrained(path)
-            trainer.processing_class.save_pretrained(path)
-        trainer.accelerator.wait_for_everyone()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    return path
 
 
 @contextlib.contextmanager
@@ -415,10 +197,10 @@ def run(
     """The whole pipeline; returns the evaluation results by name ('base', 'stage I', 'SCoRe').
 
     `trainer_classes` are Stage I's and Stage II's trainers: pass subclasses to change what they do (None: the task's
-    `trainers`, else `StageOneTrainer` and `MultiTurnRLOOTrainer`). Every evaluation
-    renders turns as the stage's trainer does (its `get_turn_instruction`, per row), the base model's as the first
-    stage's trainer does. What the user set in `args` is kept: task defaults and `model_args` only fill what is unset.
-    Each distinct warning is shown once (`each_warning_once`).
+    `trainers`, else `StageOneTrainer` and `MultiTurnRLOOTrainer`). Every evaluation renders turns as the stage's
+    trainer does (its `get_turn_instruction`, per row), the base model's as the first stage's trainer does. `args` and
+    `model_args` are read, never changed: each stage's config is derived from them (`score_trl.stages`). Each distinct
+    warning is shown once (`each_warning_once`).
     """
     with each_warning_once():
         return _run(script_args, args, model_args, trainer_classes)
@@ -434,33 +216,28 @@ def _run(
     if script_args.torch_threads:
         torch.set_num_threads(script_args.torch_threads)
     state = PartialState()
-    task = get_task(script_args.task)
-    logger.info("task %s, process %d of %d (%s)", task.name, state.process_index, state.num_processes, state.device)
-    _apply_task_defaults(script_args, args)
-    if script_args.stage == "2" and (script_args.stage1_max_steps, script_args.stage1_turn_betas) != (None, None):
-        logger.info("stage1_max_steps / stage1_turn_betas unused: stage '2' runs no Stage I.")
+    smoke_changes = {}
     if script_args.smoke:
-        args.max_steps = 3
-        script_args.stage1_max_steps = 3 if script_args.stage != "2" else None
-        script_args.max_eval_samples, script_args.eval_samples_per_problem = 16, 1
-        args.save_strategy = "no"
-    train_dataset, held_out = script_args.load_data()
-
-    args.model_init_kwargs = _model_init_kwargs(args, model_args)
+        script_args, smoke_changes = smoke_settings(script_args, args)
+    inputs = resolve_inputs(script_args, model_args.model_name_or_path, load_args=args, quick_base=script_args.smoke)
+    task, base_path, model_path = inputs.task, inputs.model_path, inputs.model_path
+    logger.info("task %s, process %d of %d (%s)", task.name, state.process_index, state.num_processes, state.device)
     peft_config = get_peft_config(model_args)
     quantization = quantization_config(model_args, peft_config)
-    with whole_models(args):  # a GGUF file or packaged model: its checkpoint, converted whole (also under ZeRO-3)
-        model_path = resolve_model_path(model_args.model_name_or_path)
-    if task.offline_model and model_path in (None, "embedded"):
-        recipe = EmbeddedRecipe(pretrain_steps=150) if script_args.smoke else EmbeddedRecipe()
-        with state.main_process_first(), whole_models(args):
-            model_path = build_base_model(recipe)
-    if model_path is None:
-        raise ValueError("model_name_or_path is not set: name the model to train (a hub id or a path).")
-    _check_loadable(model_path)
+    stages = stage_configs(
+        script_args,
+        args,
+        task,
+        base_path,
+        peft_config is not None,
+        model_init_kwargs=model_init_kwargs(args, model_args),
+        **smoke_changes,
+    )
 
-    # A run resumes what its output_dir holds (checkpoints, finished stages, evaluations) if its settings are the same.
+    # A run resumes what its output_dir holds (checkpoints, finished stages, evaluations) if its settings are the same:
+    # the instruction as the stages show it.
     fingerprint = run_fingerprint(script_args, args, model_args)
+    fingerprint["turn_instruction"] = task.turn_instruction(args.turn_instruction)
     resuming = [check_same_run(args.output_dir, fingerprint) if state.is_main_process else None]
     broadcast_object_list(resuming)  # every process skips (or runs) the same stages and evaluations
     record = RunRecord(os.path.join(args.output_dir, "run_metrics.json"), fingerprint, resume=resuming[0])
@@ -469,20 +246,21 @@ def _run(
         if row in record.evaluations:  # evaluated in an earlier session of this run
             return record.evaluations[row]
         started = time.perf_counter()
-        metrics = evaluate_model(path, held_out, script_args, trainer, args.output_dir, name)
+        metrics = evaluate_model(path, inputs.held_out, script_args, trainer, args.output_dir, name)
         if state.is_main_process:
             record.add_evaluation(row, metrics)
             record.add_wall_time(f"eval {row}", time.perf_counter() - started)
         return metrics
 
-    base_path, results, trainer = model_path, {}, None
+    results, trainer = {}, None
     trainer_classes = trainer_classes or task.trainers or (StageOneTrainer, MultiTurnRLOOTrainer)
     classes = dict(zip(("stage1", "stage2"), trainer_classes, strict=True))
-    for name, make_config in stage_configs(script_args, args, base_path, peft_config is not None).items():
+    for name, make_config in stages.items():
         trainer = None  # the previous stage's model, optimizer and reference go before this stage's are built
         gc.collect()
+        feedback = task.feedback if script_args.turn_feedback else None
         trainer = build_trainer(
-            classes[name], model_path, make_config(), train_dataset, task, peft_config, quantization
+            classes[name], model_path, make_config(), inputs.train, task.reward, peft_config, quantization, feedback
         )
         logger.info("%s trains with %s", name, type(trainer).__name__)
         trainer.add_callback(record.for_stage(name))
@@ -504,7 +282,9 @@ def _run(
         table = format_table(results)
         decoding = f"sampled x{script_args.eval_samples_per_problem}" if script_args.eval_do_sample else "greedy"
         note = "delta_se: delta's standard error over problems"
-        print(f"\nSelf-correction on held-out problems ({decoding}, two turns; {note}):\n{table}")
+        setting = "with feedback" if script_args.turn_feedback else "intrinsic"
+        turns = f"{args.num_turns} turns, {setting}"
+        print(f"\nSelf-correction on held-out problems ({decoding}, {turns}; {note}):\n{table}")
         Path(args.output_dir, "results.md").write_text(table + "\n")
         Path(args.output_dir, "results.json").write_text(json.dumps(results, indent=2))
         logger.info("Final model: %s", model_path)

@@ -7,9 +7,15 @@ __all__ = [
     "CODE_CORRECTION_INSTRUCTION",
     "MATH_CORRECTION_INSTRUCTION",
     "MATH_SYSTEM_PROMPT",
+    "InsteadOfInstruction",
     "first_turn_messages",
     "next_turn_prompts",
+    "with_feedback",
 ]
+
+# Feedback is text from a verifier about the model's own attempt (e.g. "Your answer 12 is wrong."): kept short, so a
+# long test output or answer cannot crowd the instruction out of a context window.
+MAX_FEEDBACK_CHARS = 500
 
 MATH_SYSTEM_PROMPT = (
     "You are a math expert. When you respond, respond only with the Solution of the final Problem, thinking step by "
@@ -52,3 +58,21 @@ def next_turn_prompts(
         prompt + attempt + instruction_template.format(instruction=instruction)
         for prompt, attempt, instruction in zip(prompts, attempts, instructions, strict=True)
     ]
+
+
+class InsteadOfInstruction(str):
+    """A feedback message shown in place of the instruction rather than in front of it: for a model that reads the
+    instruction at fixed positions (the embedded task's tiny model), a told instruction of the same length."""
+
+
+def with_feedback(instruction: str, feedback: str | None, max_chars: int = MAX_FEEDBACK_CHARS) -> str:
+    """The instruction before the next attempt, led by what a verifier told about the last one (None: nothing, the
+    paper's intrinsic setting; an `InsteadOfInstruction`: that text instead of the instruction). Feedback longer than
+    `max_chars` is cut there."""
+    if not feedback:
+        return instruction
+    if isinstance(feedback, InsteadOfInstruction):
+        return str(feedback)
+    if len(feedback) > max_chars:
+        feedback = feedback[: max_chars - 3] + "..."
+    return f"{feedback} {instruction}"

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from .prompts import next_turn_prompts
+from .prompts import next_turn_prompts, with_feedback
 
 
 __all__ = [
     "MultiTurnRollout",
+    "SuffixFn",
+    "TurnFeedbackFn",
+    "TurnInstructions",
     "TurnRenderer",
     "TurnSuffix",
     "build_chat_suffix",
@@ -33,6 +36,17 @@ __all__ = [
 # A generation backend: token-id prompts and a number of samples per distinct prompt in, (token ids, sampling
 # log-probs or None) out, one row per prompt. TRL's `GRPOTrainer._generate_single_turn` has this shape.
 GenerateFn = Callable[[list[list[int]], int], tuple[list[list[int]], list[list[float]] | None]]
+# The suffixes before attempt `turn` (2, 3, ...) of every sample, from the attempts so far (`[turn][sample]` token ids):
+# called between the turns, so that what the model is shown next may depend on what it answered.
+SuffixFn = Callable[[int, list[list[list[int]]]], Sequence["TurnSuffix"]]
+# A row's instruction before attempt `turn` (2, 3, ...), given its earlier attempts' texts: a trainer's
+# `get_turn_instruction`.
+InstructionFn = Callable[[dict, int, Sequence[str]], str]
+# What to tell each sample about its last attempt before attempt `turn` (None: nothing): rows, the turn and the last
+# attempts' texts in, one message per sample out. A trainer's `get_turn_feedback`.
+TurnFeedbackFn = Callable[[Sequence[dict], int, list[str]], list["str | None"]]
+# Bound on the instructions whose token ids are kept: with feedback, every distinct message makes one more.
+_MAX_CACHED_SUFFIXES = 4096
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,8 @@ class TurnRenderer:
     def suffix(self, instruction: str, conversational: bool) -> TurnSuffix:
         key = (instruction, conversational)
         if key not in self._suffixes:
+            if len(self._suffixes) >= _MAX_CACHED_SUFFIXES:
+                self._suffixes.clear()
             self._suffixes[key] = build_suffix(
                 self.tokenizer,
                 instruction,
@@ -174,6 +190,46 @@ class TurnRenderer:
 
 
 @dataclass
+class TurnInstructions:
+    """The instructions of one rollout, chosen between the turns: a `SuffixFn` for `generate_turns`.
+
+    Before attempt `turn`, sample i is shown `instruction(rows[i], turn, its earlier attempts)`, led by the message
+    `feedback(rows, turn, last attempts)` gives it about its last attempt (`prompts.with_feedback`; None, or no
+    feedback function: nothing, the paper's intrinsic setting). It keeps what it decoded and showed, `[turn][sample]`:
+    `texts[k]` the attempts k+1 (the last one once `finish` has run), `shown[k]` the instructions before attempt k+2,
+    `told[k]` whether those carried feedback.
+    """
+
+    renderer: TurnRenderer
+    rows: Sequence[dict]
+    conversational: bool
+    instruction: InstructionFn
+    feedback: TurnFeedbackFn | None = None
+    texts: list[list[str]] = field(default_factory=list)
+    shown: list[list[str]] = field(default_factory=list)
+    told: list[list[bool]] = field(default_factory=list)
+
+    def __call__(self, turn: int, attempts: list[list[list[int]]]) -> list[TurnSuffix]:
+        self.texts.append(self.renderer.tokenizer.batch_decode(attempts[-1], skip_special_tokens=True))
+        messages: list[str | None] = [None] * len(self.rows)
+        if self.feedback is not None:
+            messages = list(self.feedback(self.rows, turn, self.texts[-1]))
+            if len(messages) != len(self.rows):
+                raise ValueError(f"The feedback function gave {len(messages)} messages for {len(self.rows)} attempts.")
+        shown = [
+            with_feedback(self.instruction(row, turn, [texts[i] for texts in self.texts]), message)
+            for i, (row, message) in enumerate(zip(self.rows, messages, strict=True))
+        ]
+        self.shown.append(shown)
+        self.told.append([bool(m) for m in messages])
+        return [self.renderer.suffix(text, self.conversational) for text in shown]
+
+    def finish(self, rollout: MultiTurnRollout) -> None:
+        """Decode the last turn's attempts too, so that `texts` holds every turn."""
+        self.texts.append(self.renderer.tokenizer.batch_decode(rollout.attempts[-1], skip_special_tokens=True))
+
+
+@dataclass(frozen=True)
 class MultiTurnRollout:
     """What a multi-turn rollout produced, one row per sample.
 
@@ -228,23 +284,33 @@ class MultiTurnRollout:
 def generate_turns(
     generate: GenerateFn,
     prompt_ids: list[list[int]],
-    suffixes: Sequence[Sequence[TurnSuffix]],
+    suffixes: Sequence[Sequence[TurnSuffix]] | SuffixFn,
     num_generations: int = 1,
+    num_turns: int | None = None,
 ) -> MultiTurnRollout:
-    """Run `len(suffixes) + 1` turns: each a single batched `generate` call over every sample.
+    """Run the turns of every sample, each turn a single batched `generate` call.
 
-    `suffixes[k][i]` is the suffix leading into turn k+2 for sample i. `num_generations` applies to turn 1 only
-    (rows of `prompt_ids` come repeated that many times, as TRL's sampler gives them); later turns continue each
-    sample once.
+    `suffixes` lead into each turn after the first: `suffixes[k][i]` is the suffix before turn k+2 of sample i
+    (`len(suffixes) + 1` turns), or a `SuffixFn` called before each later turn with the attempts so far (`num_turns`
+    turns), for suffixes that depend on the attempts. `num_generations` applies to turn 1 only (rows of `prompt_ids`
+    come repeated that many times, as TRL's sampler gives them); later turns continue each sample once.
     """
+    if callable(suffixes):
+        if num_turns is None:
+            raise ValueError("generate_turns: give `num_turns` with a function of the attempts as `suffixes`.")
+        suffixes_before = suffixes
+    else:
+        num_turns, fixed = len(suffixes) + 1, suffixes
+        suffixes_before = lambda turn, attempts: fixed[turn - 2]  # noqa: E731
     attempts, suffix_rows, logprobs = [], [], []
     contexts = [list(ids) for ids in prompt_ids]
-    for turn in range(len(suffixes) + 1):
-        if turn > 0:
-            rows = [suffix.after(attempt) for suffix, attempt in zip(suffixes[turn - 1], attempts[-1], strict=True)]
+    for turn in range(1, num_turns + 1):
+        if turn > 1:
+            before = suffixes_before(turn, attempts)
+            rows = [suffix.after(attempt) for suffix, attempt in zip(before, attempts[-1], strict=True)]
             contexts = [context + row for context, row in zip(contexts, rows, strict=True)]
             suffix_rows.append(rows)
-        ids, lps = generate(contexts, num_generations if turn == 0 else 1)
+        ids, lps = generate(contexts, num_generations if turn == 1 else 1)
         attempts.append([list(row) for row in ids])
         logprobs.append(lps)
         contexts = [context + row for context, row in zip(contexts, attempts[-1], strict=True)]

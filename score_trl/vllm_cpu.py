@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .data.embedded_model import default_cache_dir
+from .loading import default_cache_dir
 from .rollout import GenerateFn
 
 

@@ -16,16 +16,31 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def busy_machine():
+    """`SCORE_TRL_BUSY_CORES=2 pytest ...`: the whole session runs with 2 other processes spinning on the cores, as
+    beside two trainings; the sandbox's verdicts must be the same as on a quiet machine (docs/rewards.md). Yields how
+    many: a test that makes its own load tops it up rather than doubling it."""
+    busy = int(os.environ.get("SCORE_TRL_BUSY_CORES", "0"))
+    if not busy:
+        yield 0
+        return
+    from sandbox_speed import busy_cores  # benchmarks/, on pytest's pythonpath
+
+    with busy_cores(busy):
+        yield busy
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path_pad_eos(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama-pad-eos"), architecture="llama", pad_is_eos=True)
 
@@ -68,3 +83,16 @@ def descriptors_past_1024():
     for fd in held:
         os.close(fd)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def task_with_rows(name: str, train: list[dict], held_out: list[dict]):
+    """The built-in task `name`, its data sets replaced by these rows (for `monkeypatch.setitem(TASKS, name, ...)`)."""
+    import dataclasses
+
+    from datasets import Dataset
+
+    from score_trl.tasks import TASKS
+
+    return dataclasses.replace(
+        TASKS[name], load_train=lambda *args: Dataset.from_list(train), load_eval=lambda *args: list(held_out)
+    )

@@ -82,6 +82,24 @@ SETUP_FORGERIES = {
         "x = 1\n",
     ),
 }
+# Tests that call the program through an iterator: its StopIteration must not end them early (and pass them).
+_CASES = "CASES = [((1, 2), 3), ((-4, 1), -3), ((10, 5), 15)]\n"
+ITERATION_TESTS = {
+    "map": "assert all(map(lambda p: add(*p[0]) == p[1], [((1, 2), 3), ((-4, 1), -3), ((10, 5), 15)]))",
+    "filter": _CASES + "assert not list(filter(lambda p: add(*p[0]) != p[1], CASES))",
+    "zip": "assert all(x == y for x, y in zip(map(add, [1, -4, 10], [2, 1, 5]), [3, -3, 15]))",
+    "next with a default": _CASES + "assert next(filter(lambda p: add(*p[0]) != p[1], CASES), None) is None",
+    "generator expression": _CASES + "assert all(add(*p[0]) == p[1] for p in CASES)",
+}
+ASYNC_ITERATION_TEST = _CASES + (
+    "import asyncio\nclass Results:\n    def __init__(self):\n        self.left = list(CASES)\n"
+    "    def __aiter__(self):\n        return self\n    async def __anext__(self):\n"
+    "        if not self.left:\n            raise StopAsyncIteration\n        p = self.left.pop()\n"
+    "        return add(*p[0]) == p[1]\n"
+    "async def results():\n    return [ok async for ok in Results()]\nassert all(asyncio.run(results()))"
+)
+STOP_ITERATION = "def add(a, b):\n    raise StopIteration\n"
+STOP_ASYNC_ITERATION = "def add(a, b):\n    raise StopAsyncIteration\n"
 # Two programs that pass answers through the kernel (a keyring outlives its run): the reader computes nothing.
 _KEYRING = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 KEY_WRITER = _KEYRING + (
@@ -94,6 +112,32 @@ KEY_READER = _KEYRING + (
     "    return int(buf.value[:n]) if kid > 0 and n > 0 else 0\n"
 )
 
+# Every descriptor the program holds must be one the host cannot be harmed through: a pipe, /dev/null, or its tmpfs
+# (an output file on the host's disk can be fallocate()d to fill it). As a server of values too.
+DESCRIPTORS = (
+    "import os, stat\ndef bad_descriptors():\n    tmpfs = {os.stat(p).st_dev for p in ('/tmp', '/dev/shm')}\n"
+    "    found = []\n    for fd in os.listdir('/proc/self/fd'):\n        try:\n"
+    "            st, target = os.fstat(int(fd)), os.readlink(f'/proc/self/fd/{fd}')\n        except OSError:\n"
+    "            continue  # the listing's own\n"
+    "        null = stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat('/dev/null').st_rdev\n"
+    "        if not (stat.S_ISFIFO(st.st_mode) or null or st.st_dev in tmpfs):\n"
+    "            found.append(f'{fd} -> {target}')\n    return found\nprint(bad_descriptors())\n"
+)
+# What the program can read of its own machine must not name the host's paths (its interpreter's virtualenv, this
+# package, the run's directory): every command line, the mount points, sys.path.
+HOST_PATHS = (
+    "import os, sys\nfor pid in sorted(filter(str.isdigit, os.listdir('/proc'))):\n    try:\n"
+    "        print('cmdline', open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
+    "    except OSError:\n        pass\nfor line in open('/proc/self/mountinfo'):\n"
+    "    print('mountpoint', line.split()[4])\nprint('sys.path', sys.path)\n"
+)
+# What the "kernel surface" probe prints when every call is refused: ENOSYS for io_uring and System V IPC (as on a
+# kernel without them: libraries fall back), EPERM for the rest.
+KERNEL_SURFACE_REFUSED = " ".join(
+    ["io_uring_setup=-1/38"]
+    + [f"{name}=-1/1" for name in ("bpf", "perf_event_open", "userfaultfd", "ptrace", "process_vm_readv", "open_tree")]
+    + [f"{name}=-1/38" for name in ("shmget", "msgget", "semget")]
+)
 # Programs that probe for escapes: each prints what it reached; the checks read the printout.
 PROBES = {
     "identity": "import os\nstatus = open('/proc/self/status').read()\n"
@@ -114,6 +158,18 @@ PROBES = {
     "namespaces and keyrings": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
     "print(libc.unshare(0x10000000), libc.syscall(248, b'user', b'k', b'v', 1, -4), "
     "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n",
+    # io_uring's operations bypass seccomp; the rest are kernel surface a test never needs (see seccomp.py)
+    "kernel surface": "import ctypes, os, platform\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    # a real ring (struct io_uring_params, 120 bytes, zeroed): where io_uring is reachable this returns a descriptor
+    "x86 = platform.machine() == 'x86_64'\nparams = ctypes.create_string_buffer(120)\n"
+    "calls = {'io_uring_setup': (425, 425, 1, params), 'bpf': (321, 280, 0, None, 0), "
+    "'perf_event_open': (298, 241, None, 0, -1, -1, 0), 'userfaultfd': (323, 282, 0), "
+    "'ptrace': (101, 117, 0, 0, 0, 0), 'process_vm_readv': (310, 270, os.getpid(), None, 0, None, 0, 0), "
+    "'open_tree': (428, 428, -100, b'/', 1), 'shmget': (29, 194, 0, 1 << 20, 0o1600), "
+    "'msgget': (68, 186, 0, 0o1600), 'semget': (64, 190, 0, 1, 0o1600)}\n"
+    "out = []\nfor name, (a, b, *args) in calls.items():\n"
+    "    ctypes.set_errno(0)\n    result = libc.syscall(a if x86 else b, *args)\n"
+    "    out.append(f'{name}={result}/{ctypes.get_errno()}')\nprint(' '.join(out))\n",
     "network": "import socket\nfor target in [('127.0.0.1', PORT), '\\0score_trl_hostile_abstract', UNIX_PATH]:\n"
     "    family = socket.AF_INET if isinstance(target, tuple) else socket.AF_UNIX\n"
     "    try:\n        socket.socket(family).connect(target)\n        print('connected', target)\n"
@@ -126,10 +182,21 @@ ATTACKS = {
     "        pass\ntime.sleep(60)\n",
     "setsid daemon": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
     "        time.sleep(60)\n",
-    "children over the memory budget": "import os, time\nfor _ in range(4):\n    if os.fork() == 0:\n"
-    "        x = bytearray(200 << 20)\n        x[::4096] = b'x' * len(x[::4096])\n        time.sleep(1)\n"
-    "        os._exit(0)\nalive = 0\nfor _ in range(4):\n    try:\n"
-    "        alive += os.wait()[1] == 0\n    except ChildProcessError:\n        pass\nprint('alive', alive)\n",
+    # each child holds its 200 MiB until every one has reported, so that the four hold theirs at the same time
+    # whatever the load (run with processes to spare: MEMORY_CONFIG)
+    "children over the memory budget": "import os\nready_r, ready_w = os.pipe()\ngo_r, go_w = os.pipe()\nkids = []\n"
+    "for _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n        os.close(ready_r)\n        os.close(go_w)\n"
+    "        x = bytearray(200 << 20)\n        x[::4096] = b'x' * len(x[::4096])\n        os.write(ready_w, b'1')\n"
+    "        os.close(ready_w)\n        os.read(go_r, 1)\n        os._exit(0)\n    kids.append(pid)\n"
+    "os.close(ready_w)\nos.close(go_r)\nwhile os.read(ready_r, 4):\n    pass\nos.close(go_w)\n"
+    "print('forked', len(kids), 'alive', sum(os.waitpid(pid, 0)[1] == 0 for pid in kids))\n",
+    # a segment outlives its detach: without a memory cgroup each one filled in turn was memory past the budget
+    "System V shared memory over the memory budget": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+    "libc.shmat.restype = ctypes.c_void_p\nheld = 0\nfor _ in range(8):\n"
+    "    sid = libc.shmget(0, ctypes.c_size_t(100 << 20), 0o1600)\n"
+    "    addr = libc.shmat(sid, None, 0) if sid >= 0 else None\n"
+    "    if addr in (None, 2 ** 64 - 1):\n        break\n    ctypes.memset(addr, 1, 100 << 20)\n"
+    "    libc.shmdt(ctypes.c_void_p(addr))\n    held += 100\nprint('held', held)\n",
     "fill /tmp": "import os\nn = 0\ntry:\n    while n < 2048:\n"
     "        open(f'/tmp/f{n}', 'wb').write(b'x' * (1 << 20))\n        n += 1\nexcept OSError:\n    pass\n"
     "print('files', n)\n",
@@ -183,6 +250,15 @@ def failures(sandbox, python: str | None = None) -> list[str]:
         for name, (setup, tests, program) in SETUP_FORGERIES.items():
             if judge(program, tests, setup, "double" if "check" in tests else None) is not False:
                 wrong.append(f"forgery passed: {name}")
+        if judge(RIGHT, ITERATION_TESTS["map"]) is not True or judge(RIGHT, ASYNC_ITERATION_TEST) is not True:
+            wrong.append("the honest program fails the tests that call it through an iterator")
+        for name, tests in ITERATION_TESTS.items():
+            if judge(STOP_ITERATION, tests) is not False:
+                wrong.append(f"StopIteration passed a test through {name}")
+        if judge(STOP_ASYNC_ITERATION, ASYNC_ITERATION_TEST) is not False:
+            wrong.append("StopAsyncIteration passed a test through an async iterator")
+        if judge(DESCRIPTORS, "assert bad_descriptors() == []") is not True:
+            wrong.append("the program holds a descriptor of the host's disk (or the check fails): as a server")
         judge(KEY_WRITER, "\n".join(MBPP))
         if judge(KEY_READER, "\n".join(MBPP)) is not False:
             wrong.append("a program read answers another run left in a kernel keyring")
@@ -215,15 +291,31 @@ def failures(sandbox, python: str | None = None) -> list[str]:
             wrong.append(f"wrote on the host: {out['write everywhere']} {os.listdir(marker_dir)}")
         if out["namespaces and keyrings"].split() != ["-1", "-1", "-1"]:
             wrong.append(f"made a user namespace, a key or a mount: {out['namespaces and keyrings']}")
+        if out["kernel surface"].strip() != KERNEL_SURFACE_REFUSED:
+            wrong.append(f"reached kernel surface it should not: {out['kernel surface']}")
+        descriptors = sandbox.run_python(DESCRIPTORS, config).stdout.strip()
+        if descriptors != "[]":
+            wrong.append(f"holds descriptors of the host's disk: {descriptors}")
+        seen = sandbox.run_python(HOST_PATHS, config).stdout
+        for path in host_paths(sandbox, python):
+            if path in seen:
+                wrong.append(f"sees a host path: {path} in {[line for line in seen.splitlines() if path in line]}")
         if "connected" in out["network"]:
             wrong.append(f"reached a host socket: {out['network']}")
         for name, program in ATTACKS.items():
             start = time.monotonic()
-            result = sandbox.run_python(program, config)
-            if time.monotonic() - start > config.wall_time + 5:
+            result = sandbox.run_python(program, memory_config(config) if name.startswith("children") else config)
+            # the wall time is doubled at most, by the time the run waited for a CPU (sandbox/deadline.py)
+            if time.monotonic() - start > 2 * config.wall_time + 5:
                 wrong.append(f"{name}: not stopped at the wall time")
+            if name == "children over the memory budget" and not result.stdout.startswith("forked 4 alive"):
+                wrong.append(
+                    f"the memory attack did not run its four children: {result.stdout} {result.stderr[-300:]}"
+                )
             if name == "children over the memory budget" and "alive 4" in result.stdout:
                 wrong.append("four children of 200 MiB ran under memory_mb=512")
+            if name.startswith("System V") and "held 800" in result.stdout:
+                wrong.append("800 MiB of System V shared memory held under memory_mb=512")
             if name.startswith("fill") and (not result.stdout.startswith("files") or "files 2048" in result.stdout):
                 wrong.append(f"{name}: unbounded: {result.stdout[:100]}")
             if name == "descriptors" and int(result.stdout.split()[1]) >= config.max_open_files:
@@ -243,6 +335,23 @@ def failures(sandbox, python: str | None = None) -> list[str]:
             os.remove(os.path.join(marker_dir, name))
         os.rmdir(marker_dir)
     return wrong
+
+
+def memory_config(config):
+    """`config` with processes to spare, so that the memory attack's four children all start (with max_processes=4,
+    its forks failed and it proved nothing)."""
+    import dataclasses
+
+    return dataclasses.replace(config, max_processes=8)
+
+
+def host_paths(sandbox, python: str | None = None) -> list[str]:
+    """This package's directory, the interpreter's virtualenv (if it has one), the run's directory's prefix."""
+    paths = [os.path.dirname(os.path.abspath(sandbox.__file__)), "score_trl_sbx_"]
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(python or sys.executable)))
+    if os.path.exists(os.path.join(venv, "pyvenv.cfg")):
+        paths += [venv, os.path.realpath(venv)]
+    return paths
 
 
 def _listeners(directory: str):

@@ -1,7 +1,8 @@
-"""The import structure docs/architecture.md draws: layers that import only downwards, no cycles, and no library
-module that imports the offline test kit (`score_trl.testing`)."""
+"""The import structure docs/architecture.md draws: layers that import only downwards, and no cycles; and the tests
+import the benchmark scripts as the benchmarks import each other, by name, without editing `sys.path`."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "score_trl"
 LAYERS = [
     {"sandbox"},
     {"prompts", "metrics", "rewards"},
-    {"rollout", "data", "loading", "testing", "run_record", "vllm_cpu"},
+    {"rollout", "data", "loading", "tiny_model", "embedded", "run_record", "vllm_cpu"},
     {"trainers", "evaluation"},
-    {"tasks", "baselines"},
-    {"pipeline", "cli"},
+    {"tasks", "run_inputs", "stages", "baselines"},
+    {"pipeline", "eval_cli"},
 ]
 
 
@@ -61,9 +62,15 @@ def test_imports_run_downwards(module):
     assert not upward, f"{module} imports from a higher layer: {upward}"
 
 
-def test_library_never_imports_the_test_kit():
-    users = [m for m, targets in imports().items() if "score_trl.testing" in targets]
-    assert not users, users
+def test_every_layer_names_only_modules_that_exist():
+    assert set().union(*LAYERS) <= {component(m) for m in imports()}
+
+
+def test_no_test_puts_the_benchmarks_on_the_path_itself():
+    """pyproject.toml's pytest `pythonpath` does, once; a test that edits `sys.path` hides a missing entry there."""
+    editing = re.compile(r"sys\.path\.(insert|append)\(.*benchmarks")
+    tests = Path(__file__).resolve().parent
+    assert not [p.name for p in tests.glob("*.py") if editing.search(p.read_text())]
 
 
 def test_no_import_cycles():

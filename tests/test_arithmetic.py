@@ -11,6 +11,7 @@ from score_trl.data.arithmetic import (
 )
 from score_trl.prompts import MATH_CORRECTION_INSTRUCTION
 from score_trl.rewards.math import verify_math
+from score_trl.run_inputs import resolve_inputs
 from score_trl.tasks import TaskArguments, get_task
 
 
@@ -54,8 +55,9 @@ class TestArithmeticProblems:
         assert "\\boxed{answer}" in ARITHMETIC_INSTRUCTION
 
 
-def test_the_task_is_registered():
+def test_the_task_is_registered(tiny_model_path):
     task = get_task("arithmetic")
     assert task.verifier == "math" and task.instruction == ARITHMETIC_INSTRUCTION
-    train, held_out = TaskArguments(task="arithmetic", max_eval_samples=10).load_data()
-    assert len(train) == 1000 and len(held_out) == 10 and set(train.column_names) >= {"prompt", "answer"}
+    inputs = resolve_inputs(TaskArguments(task="arithmetic", max_eval_samples=10), tiny_model_path)
+    assert len(inputs.train) == 1000 and len(inputs.held_out) == 10
+    assert set(inputs.train.column_names) >= {"prompt", "answer"}

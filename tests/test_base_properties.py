@@ -1,12 +1,7 @@
 """benchmarks/base_properties.py: each lookup and habit read off constructed traces, counted by hand."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # 3 * x + 1 = 3 mod 10: x = 4. A first answer of 2 checks as 3 * 2 = 6, 6 + 1 = 7 != 3: "no".
 PROBLEM = {"id": "3-1-3", "a": 3, "b": 1, "t": 3, "answer": "4"}
@@ -55,8 +50,8 @@ def test_main_measures_a_model_path(tmp_path, capsys):
 
     from base_properties import PropertiesArguments, main
 
-    from score_trl.data.embedded import build_tokenizer
-    from score_trl.data.tiny_model import build_tiny_model
+    from score_trl.embedded import build_tokenizer
+    from score_trl.tiny_model import build_tiny_model
 
     tokenizer = build_tokenizer()
     build_tiny_model(tokenizer, "llama").save_pretrained(tmp_path)

@@ -1,9 +1,7 @@
-import dataclasses
 import json
 
 import pytest
 import torch
-from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
@@ -11,6 +9,7 @@ from score_trl.baselines import pair_sft_dataset, star_dataset
 from score_trl.baselines.script import BaselineArguments, run_baseline
 from score_trl.rewards import REWARD_FUNCS
 from score_trl.tasks import TASKS
+from tests.conftest import task_with_rows
 
 
 P = "Please fix it."
@@ -53,7 +52,7 @@ def test_star_pairs_are_conversational_prompt_completion():
 
 def test_pairs_show_each_problem_its_own_instruction():
     # an instruction that depends on the row, as a trainer's `get_turn_instruction` (EvalSettings.instruction_for)
-    per_row = lambda row, turn: f"Fix problem {row['id']} at turn {turn}."  # noqa: E731
+    per_row = lambda row, turn, attempts=(): f"Fix problem {row['id']} at turn {turn}."  # noqa: E731
     star = star_dataset(TRACES, ROWS, per_row, keep_correct=True)
     pairs = pair_sft_dataset(TRACES, ROWS, per_row, include_correct=True)
     for row in [*star, *pairs]:
@@ -109,9 +108,7 @@ def test_sft_step_trains_only_the_second_attempt(tmp_path, tiny_model_path):
 def test_baseline_script_end_to_end_on_a_tiny_model(tmp_path, tiny_model_path, monkeypatch, method):
     """Sample, pair, SFT, evaluate before and after: the script's whole flow, a step of SFT."""
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(4)]
-    monkeypatch.setitem(
-        TASKS, "math", dataclasses.replace(TASKS["math"], load=lambda *a: (Dataset.from_list(rows), rows[:2]))
-    )
+    monkeypatch.setitem(TASKS, "math", task_with_rows("math", rows, rows[:2]))
     # every first attempt wrong and every second right, so that both baselines find pairs whatever the model writes
     turn_two = lambda prompts, completions, **kw: [float(sum(m["role"] == "user" for m in p) > 1) for p in prompts]  # noqa: E731
     monkeypatch.setitem(REWARD_FUNCS, "math", turn_two)

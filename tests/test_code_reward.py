@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from score_trl.rewards import SandboxConfig, code_reward, extract_code, run_python, verify_code, verify_code_batch
+from score_trl.rewards import code_reward, extract_code, verify_code, verify_code_batch
+from score_trl.sandbox import SandboxConfig, run_python
 
 
 HAS_BWRAP = shutil.which("bwrap") is not None
@@ -73,6 +74,14 @@ def test_humaneval_pass_and_fail():
 )
 def test_early_exit_and_forgery_score_zero(trick):
     assert verify_code(trick, MBPP_TESTS, config=FAST) == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(hostile_programs.ITERATION_TESTS))
+def test_stop_iteration_does_not_end_a_test_early(name):
+    # map(), filter(), zip() and next(it, default) would read it as the end of their iteration, and pass the test
+    tests = [hostile_programs.ITERATION_TESTS[name]]
+    assert verify_code(hostile_programs.STOP_ITERATION, tests, config=FAST) == 0.0
+    assert verify_code(GOOD, tests, config=FAST) == 1.0
 
 
 def test_syntax_error_scores_zero():
@@ -265,8 +274,9 @@ def test_code_loaders_feed_code_reward():
 
 
 def test_an_interpreter_too_slow_to_start_is_not_scored_but_a_broken_sandbox_raises(monkeypatch):
-    from score_trl.rewards import SandboxError, verify_code
     from score_trl.rewards import code as code_module
+    from score_trl.rewards import verify_code
+    from score_trl.sandbox import SandboxError
 
     tests = ["assert f() == 1"]
     # 1 ms of wall time: the interpreter cannot even start, which a loaded machine can cause: "cannot judge"

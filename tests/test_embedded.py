@@ -1,4 +1,4 @@
-"""The embedded task (score_trl.data.embedded) and its base-model factory (score_trl.data.embedded_model)."""
+"""The embedded task (score_trl.embedded.task) and its base-model factory (score_trl.embedded.base_model)."""
 
 import random
 from pathlib import Path
@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from score_trl.data.embedded import (
+from score_trl.embedded.base_model import EmbeddedRecipe, base_model_path, build_base_model
+from score_trl.embedded.task import (
     build_tokenizer,
     make_problems,
     practice_trace,
@@ -15,7 +16,6 @@ from score_trl.data.embedded import (
     solver_trace,
     worked_solution,
 )
-from score_trl.data.embedded_model import EmbeddedRecipe, build_base_model
 from score_trl.rewards import math_reward
 
 
@@ -58,23 +58,6 @@ def test_solver_solves_only_after_a_no_and_then_is_right():
     assert 0.45 < solves_after_no / nos < 0.55
 
 
-def test_a_first_solve_is_right_and_checked_ok():
-    rng, problems = random.Random(2), make_problems()
-    for _ in range(100):
-        problem = rng.choice(problems)
-        first, second = solver_trace(problem, EmbeddedRecipe(p_first_solve=1.0), rng)[1:4:2]
-        assert first["content"] == f"{worked_solution(problem)} answer: \\boxed{{{problem['answer']}}}"
-        assert ", ok ." in second["content"]
-
-
-def test_the_first_solve_habit_covers_only_its_coefficients():
-    rng, problems = random.Random(3), make_problems()
-    recipe = EmbeddedRecipe(p_first_solve=1.0, first_solve_coefficients=(1, 9))
-    for problem in problems:
-        first = solver_trace(problem, recipe, rng)[1]["content"]
-        assert ("solve:" in first) == (problem["a"] in (1, 9)), (problem["id"], first)
-
-
 def test_practice_traces_always_solve_and_every_word_is_known():
     tokenizer, rng, problems = build_tokenizer(), random.Random(1), make_problems()
     recipe = EmbeddedRecipe(p_solve=1.0, p_keep=0.0)
@@ -89,7 +72,7 @@ def test_practice_traces_always_solve_and_every_word_is_known():
 
 def test_pretraining_learns_a_practice_trace_only_from_its_steps(monkeypatch):
     # Every row a practice trace: the labels must start after `solve:`, so the decision to solve is never taught.
-    from score_trl.data import embedded_model
+    from score_trl.embedded import base_model as embedded_model
 
     recipe = EmbeddedRecipe(hidden_size=16, num_layers=1, batch_size=2, p_practice=1.0)
     tokenizer = build_tokenizer()
@@ -118,7 +101,7 @@ def test_pretraining_leaves_the_random_state_as_it_found_it(tmp_path):
 def test_a_cache_entry_made_twice_at_once_keeps_the_first_and_leaves_no_temporary_folder(tmp_path):
     """Two processes building the same base (two benchmark workers): the one that finishes second keeps the first's
     entry. Simulated in one process: the entry appears while `make` runs."""
-    from score_trl.data import build_tokenizer, cached_model
+    from score_trl.embedded import build_tokenizer, cached_model
 
     recipe = EmbeddedRecipe(hidden_size=16, num_layers=1, pretrain_steps=1, batch_size=4)
     first = Path(build_base_model(recipe, cache_dir=tmp_path))
@@ -140,3 +123,14 @@ def test_a_cache_entry_made_twice_at_once_keeps_the_first_and_leaves_no_temporar
     assert cached_model(first.name, make_during_race, {}, tmp_path) == str(first)
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # the first entry, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no .tmp-<pid> left behind
+
+
+def test_the_task_names_its_base_model_and_a_quick_one_for_smoke_runs(monkeypatch):
+    from score_trl.embedded import base_model
+    from score_trl.tasks import TASKS
+
+    built = []
+    monkeypatch.setattr(base_model, "build_base_model", lambda recipe: built.append(recipe) or "path")
+    assert TASKS["embedded"].base_model is base_model_path
+    assert base_model_path() == base_model_path(quick=True) == "path"
+    assert built == [EmbeddedRecipe(), EmbeddedRecipe(pretrain_steps=150)]

@@ -26,7 +26,8 @@ def test_metrics_equal_the_metrics_module_on_the_written_traces(tmp_path, model_
         model, tokenizer, ROWS, "math", SETTINGS, fixed, traces_path=str(traces_path), metrics_path=str(metrics_path)
     )
     traces = [json.loads(line) for line in traces_path.read_text().splitlines()]
-    assert len(traces) == 6 and set(traces[0]) == {"id", "y1", "y2", "r1", "r2"}
+    assert len(traces) == 6 and set(traces[0]) == {"id", "y1", "y2", "r1", "r2", "told2"}
+    assert not any(t["told2"] for t in traces) and metrics["feedback_rate"] == 0.0  # intrinsic: nothing told
     assert [t["r1"] for t in traces] == [0.0, 1.0] * 3  # the fixed first attempts, scored by the math verifier
     # the paper's row counted by hand from the written traces
     r1, r2 = [t["r1"] for t in traces], [t["r2"] for t in traces]
@@ -45,7 +46,7 @@ def test_metrics_equal_the_metrics_module_on_the_written_traces(tmp_path, model_
     assert all(0.0 <= metrics[key] <= 1.0 for key in ("changed_rate", "changed_when_wrong", "edit_ratio"))
     assert set(metrics) == {
         *("acc_t1", "acc_t2", "delta", "delta_se", "delta_i2c", "delta_c2i"),
-        *("changed_rate", "changed_when_wrong", "changed_when_right", "edit_ratio", "n"),
+        *("changed_rate", "changed_when_wrong", "changed_when_right", "edit_ratio", "n", "feedback_rate"),
     }
 
 
@@ -134,7 +135,7 @@ def test_sampled_evaluation_draws_at_the_training_temperature():
 @pytest.mark.parametrize("architecture", ["qwen2", "llama"])  # llama: SmolLM2's architecture
 def test_turn_two_continues_turn_one_cache_with_the_tokens_and_log_probs_of_re_encoding(tmp_path, architecture):
     from score_trl.evaluation import hf_generate_fn
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     path = save_tiny_model(tmp_path / "model", architecture=architecture)
     model = AutoModelForCausalLM.from_pretrained(path).eval()

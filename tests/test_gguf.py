@@ -150,11 +150,16 @@ class TestPackagedModels:
 
 
 class TestTrainerReference:
-    def test_the_trainer_takes_gguf_policy_and_reference(self, tiny_gguf, tmp_path, monkeypatch):
-        """TRL builds the reference by name with `from_pretrained`: it is handed the converted checkpoint."""
+    def test_a_run_hands_the_trainer_converted_policy_and_reference(self, tiny_gguf, tmp_path, monkeypatch):
+        """TRL builds the reference by name with `from_pretrained`: a run resolves both names to the converted
+        checkpoint first (`score_trl.run_inputs`, `score_trl.stages`), so the trainer reads plain directories."""
         from datasets import Dataset
 
         from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
+        from score_trl.pipeline import ScoreScriptArguments
+        from score_trl.run_inputs import resolve_model
+        from score_trl.stages import stage_configs
+        from score_trl.tasks import TASKS
 
         monkeypatch.setenv("SCORE_TRL_CACHE", str(tmp_path / "cache"))
         args = MultiTurnRLOOConfig(
@@ -168,11 +173,30 @@ class TestTrainerReference:
             gradient_checkpointing=False,
             report_to="none",
         )
-        rows = [{"prompt": [{"role": "user", "content": "the"}], "answer": "1"}] * 2
-        trainer = MultiTurnRLOOTrainer(
-            str(tiny_gguf), lambda **kw: [0.0], args=args, train_dataset=Dataset.from_list(rows)
-        )
         converted = str(tmp_path / "cache")
-        assert trainer.model.config._name_or_path.startswith(converted)
-        assert trainer.args.ref_model_name_or_path.startswith(converted)
+        policy = resolve_model(TASKS["math"], str(tiny_gguf))
+        (config,) = [
+            make() for make in stage_configs(ScoreScriptArguments(stage="2"), args, TASKS["math"], policy).values()
+        ]
+        assert policy.startswith(converted) and config.ref_model_name_or_path.startswith(converted)
+        assert args.ref_model_name_or_path == str(tiny_gguf)  # the user's config is left as it was
+        rows = [{"prompt": [{"role": "user", "content": "the"}], "answer": "1"}] * 2
+        trainer = MultiTurnRLOOTrainer(policy, lambda **kw: [0.0], args=config, train_dataset=Dataset.from_list(rows))
+        assert trainer.model.config._name_or_path == policy
         assert trainer.ref_model.config._name_or_path.startswith(converted)
+
+    @pytest.mark.parametrize("field", ["model", "ref_model_name_or_path"])
+    def test_the_trainer_names_the_conversion_for_a_gguf_name(self, tmp_path, tiny_model_path, field):
+        from datasets import Dataset
+
+        from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
+
+        gguf = str(tmp_path / "model.gguf")
+        reference = gguf if field == "ref_model_name_or_path" else None
+        args = MultiTurnRLOOConfig(
+            str(tmp_path / "out"), num_generations=2, ref_model_name_or_path=reference, use_cpu=True, bf16=False
+        )
+        model = gguf if field == "model" else tiny_model_path
+        rows = Dataset.from_list([{"prompt": "the"}] * 2)
+        with pytest.raises(ValueError, match=rf"{field}='.*model\.gguf' is a GGUF model.*resolve_model_path"):
+            MultiTurnRLOOTrainer(model, lambda **kw: [0.0], args=args, train_dataset=rows)

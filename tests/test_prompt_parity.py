@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from score_trl import MultiTurnRLOOConfig, MultiTurnRLOOTrainer
 from score_trl.evaluation import EvalSettings, evaluate
-from score_trl.testing import CHAT_TEMPLATE, save_tiny_model
+from score_trl.tiny_model import CHAT_TEMPLATE, save_tiny_model
 
 
 # The chat template reads a `chat_template_kwargs` value, so that ignoring the kwargs changes the ids.
@@ -93,7 +93,7 @@ def test_evaluation_renders_the_trainers_turns(tmp_path, conversational, bos):
 class HintTrainer(MultiTurnRLOOTrainer):
     """A subclass that shows each problem its own instruction."""
 
-    def get_turn_instruction(self, example, turn):
+    def get_turn_instruction(self, example, turn, attempts=()):
         return f"Hint {example['answer']}: look again at turn {turn}."
 
 

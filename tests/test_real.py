@@ -1,15 +1,13 @@
 """benchmarks/real.py: the arms' settings, the answer-form counts, and the page rebuilt from committed metrics alone."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+import real
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import real  # noqa: E402
 
 
 def test_naive_rl_samples_as_many_traces_as_both_scores_stages():

@@ -1,4 +1,5 @@
-"""The recipes: every one parses into the config its stage picks, and the accelerate configs launch what they say."""
+"""The recipes: every one parses, each stage's config is derived from it as written, and the accelerate configs launch
+what they say."""
 
 import dataclasses
 from pathlib import Path
@@ -27,16 +28,19 @@ def test_every_baseline_recipe_parses(recipe):
 
 
 @pytest.mark.parametrize("recipe", [r for r in RECIPES if "/score/" in r])
-def test_every_score_recipe_parses(recipe):
+def test_every_score_recipe_parses_and_derives_its_stages(recipe):
+    from score_trl.stages import stage_configs
+    from score_trl.tasks import get_task
+
     # GPU recipes ask for bf16, which a CPU machine refuses when the config is built: override just that.
     script_args, training_args, model_args = _parse(["--config", recipe, "--bf16", "false", "--use_cpu", "true"])
-    assert training_args.num_generations >= 2 and len(training_args.turn_betas) == training_args.num_turns
-    assert script_args.stage in {"1", "2", "both"}
-    if script_args.stage == "1":  # Stage I: a StageOneConfig, strong KL on turn 1
-        assert type(training_args) is StageOneConfig and training_args.turn_betas[0] > training_args.turn_betas[1]
-    else:
-        assert type(training_args) is MultiTurnRLOOConfig
-    assert model_args.model_name_or_path
+    assert type(training_args) is MultiTurnRLOOConfig and training_args.num_generations >= 2  # one parse, one class
+    assert model_args.model_name_or_path and script_args.stage in {"1", "2", "both"}
+    stages = stage_configs(script_args, training_args, get_task(script_args.task), model_args.model_name_or_path)
+    assert list(stages) == {"1": ["stage1"], "2": ["stage2"], "both": ["stage1", "stage2"]}[script_args.stage]
+    if "stage1" in stages:  # Stage I: a StageOneConfig, strong KL on turn 1
+        stage1 = stages["stage1"]()
+        assert type(stage1) is StageOneConfig and stage1.turn_betas[0] > stage1.turn_betas[1]
 
 
 def test_recipe_with_an_unknown_field_names_it(tmp_path):
@@ -73,7 +77,7 @@ def _family(recipe: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     return {
         arch: save_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}"), architecture=arch)
@@ -150,11 +154,11 @@ def _trainers(argv: list[str], model: str):
     from trl import get_peft_config
 
     from score_trl import MultiTurnRLOOTrainer, StageOneTrainer
-    from score_trl.pipeline import _model_init_kwargs, build_trainer, parse_args, quantization_config, stage_configs
+    from score_trl.pipeline import parse_args
+    from score_trl.stages import build_trainer, model_init_kwargs, quantization_config, stage_configs
     from score_trl.tasks import get_task
 
     script_args, args, model_args = parse_args(args=argv)
-    args.model_init_kwargs = _model_init_kwargs(args, model_args)
     peft_config = get_peft_config(model_args)
     quantization = quantization_config(model_args, peft_config)
     task = get_task(script_args.task)
@@ -164,24 +168,35 @@ def _trainers(argv: list[str], model: str):
     rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 2?"}], **gold(i)} for i in range(16)]
     classes = {"stage1": StageOneTrainer, "stage2": MultiTurnRLOOTrainer}
     model_path = model
-    for name, make_config in stage_configs(script_args, args, model, peft_config is not None).items():
+    kwargs = model_init_kwargs(args, model_args)
+    stages = stage_configs(script_args, args, task, model, peft_config is not None, model_init_kwargs=kwargs)
+    for name, make_config in stages.items():
         trainer = build_trainer(
-            classes[name], model_path, make_config(), Dataset.from_list(rows), task, peft_config, quantization
+            classes[name], model_path, make_config(), Dataset.from_list(rows), task.reward, peft_config, quantization
         )
         model_path = yield name, trainer, model_args
         model_path = model_path or model
 
 
 def _as_written(trainer, values: dict) -> None:
-    """The trainer runs with the recipe's values: every trainer-config field the recipe sets, and its model fields."""
+    """The trainer runs with the recipe's values: every trainer-config field the recipe sets, each stage's own fields
+    (`stage1_*` for Stage I, `stage2_*` for Stage II), and its model fields."""
     import torch
     from accelerate.utils import is_peft_model
 
+    from score_trl.stages import STAGE_TWO_RETURNS
+
+    stage = "stage1" if isinstance(trainer.args, StageOneConfig) else "stage2"
+    if f"{stage}_turn_betas" in values:
+        assert trainer.args.turn_betas == values[f"{stage}_turn_betas"]
+    if stage == "stage1" and "stage1_max_steps" in values:
+        assert trainer.args.max_steps == values["stage1_max_steps"]
     overridden = {"output_dir", "model_name_or_path", "ref_model_name_or_path", *STAND_INS}
+    own = ("max_steps",) + (STAGE_TWO_RETURNS if stage == "stage1" else ())  # Stage I's own, checked above
     config_fields = {f.name for f in dataclasses.fields(trainer.args)}
     for key, value in values.items():
-        if key in overridden or key not in config_fields or key in ("max_steps", "turn_betas"):
-            continue  # a Stage I derived from a Stage II recipe has its own steps and KL (tests/test_pipeline.py)
+        if key in overridden or key not in config_fields or key in own:
+            continue
         actual = getattr(trainer.args, key)
         if key == "report_to":
             value = [value] if isinstance(value, str) else value
@@ -260,7 +275,7 @@ def test_chained_recipes_train_a_step_each(stage1, stage2, tiny_models, tmp_path
     Stage I wrote (its output_dir, or `<output_dir>/merged` for LoRA), and trains a step."""
     import shutil
 
-    from score_trl.pipeline import train_stage
+    from score_trl.stages import train_stage
 
     if _values(stage1)["task"] == "code" and shutil.which("bwrap") is None:
         pytest.skip("the code reward runs model code in bubblewrap, which is not installed (docs/rewards.md)")
@@ -295,7 +310,7 @@ class TestQuantization:
         return ModelConfig(model_name_or_path="m", dtype="bfloat16", **values)
 
     def test_refused_without_lora(self):
-        from score_trl.pipeline import quantization_config
+        from score_trl.stages import quantization_config
 
         with pytest.raises(ValueError, match="load_in_4bit=True trains through LoRA adapters only: set use_peft"):
             quantization_config(self._model_args(load_in_4bit=True), peft_config=None)
@@ -303,7 +318,7 @@ class TestQuantization:
     def test_refused_without_a_gpu(self, monkeypatch):
         import torch
 
-        from score_trl.pipeline import quantization_config
+        from score_trl.stages import quantization_config
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ValueError, match="load_in_8bit=True needs a CUDA GPU"):
@@ -314,7 +329,7 @@ class TestQuantization:
 
         import torch
 
-        from score_trl.pipeline import quantization_config
+        from score_trl.stages import quantization_config
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         real = importlib.util.find_spec
@@ -327,15 +342,15 @@ class TestQuantization:
 
         import torch
 
-        from score_trl import pipeline
+        from score_trl import stages
 
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object())
         args = self._model_args(load_in_4bit=True, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True)
-        config = pipeline.quantization_config(args, peft_config=object())
+        config = stages.quantization_config(args, peft_config=object())
         assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
         assert config.bnb_4bit_compute_dtype == torch.bfloat16
-        assert pipeline.quantization_config(self._model_args(), peft_config=None) is None
+        assert stages.quantization_config(self._model_args(), peft_config=None) is None
 
         seen = {}
 
@@ -343,6 +358,5 @@ class TestQuantization:
             def __init__(self, model, reward, **kwargs):
                 seen.update(kwargs)
 
-        task = pipeline.get_task("math")
-        pipeline.build_trainer(Recording, "m", None, None, task, peft_config=object(), quantization_config=config)
+        stages.build_trainer(Recording, "m", None, None, None, peft_config=object(), quantization_config=config)
         assert seen["quantization_config"] is config

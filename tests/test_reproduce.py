@@ -4,7 +4,6 @@ import json
 import random
 import re
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,15 +11,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
+from variants import ContinuedRecipe, VariantHabits, build_variant, variant_solver_trace
 
-from score_trl.data import EmbeddedRecipe
-from score_trl.data.embedded import make_problems, solver_trace
+from score_trl.embedded import EmbeddedRecipe
+from score_trl.embedded.task import make_problems, solver_trace, worked_solution
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from variants import ContinuedRecipe, build_variant  # noqa: E402
 
 
 TINY = EmbeddedRecipe(hidden_size=32, num_layers=1, pretrain_steps=120, batch_size=32)
@@ -32,11 +29,10 @@ def test_recipe_keys_name_every_field():
     assert EmbeddedRecipe().key() == "3af359f87a3d"
     assert EmbeddedRecipe(p_solve=0.15, seed=0).key() == EmbeddedRecipe().key()  # the defaults, spelled out
     assert EmbeddedRecipe(p_solve=0.5).key() != EmbeddedRecipe().key()
-    assert EmbeddedRecipe(p_keep_wrong=0.5).key() != EmbeddedRecipe().key()
-    rival = EmbeddedRecipe(p_first_solve=0.2)
+    # the variants' keys, as before their habits moved here from the library's recipe
+    assert ContinuedRecipe().key() == "3af359f87a3d-b035f4639d0f"
+    rival = ContinuedRecipe(p_first_solve=0.2)
     assert replace(rival, first_solve_coefficients=(1, 9)).key() != rival.key()
-    # without the habit its coefficients change no trace, so the default base keeps its cache entry
-    assert EmbeddedRecipe(first_solve_coefficients=(1, 9)).key() == EmbeddedRecipe().key()
     assert ContinuedRecipe(p_keep=0.8).key() != ContinuedRecipe().key()
     assert ContinuedRecipe(p_first_solve=0.2).key() != ContinuedRecipe().key()
     assert ContinuedRecipe(p_keep_wrong=0.8).key() != ContinuedRecipe().key()
@@ -45,9 +41,40 @@ def test_recipe_keys_name_every_field():
 def test_a_continuation_trains_on_its_parents_traces_with_its_changes():
     parent = EmbeddedRecipe(p_correct=0.3)
     traces = ContinuedRecipe(parent, p_keep=0.5, p_keep_wrong=None, p_first_solve=0.2, first_solve_coefficients=(1,))
-    assert traces.traces() == replace(
-        parent, p_keep=0.5, p_keep_wrong=None, p_first_solve=0.2, first_solve_coefficients=(1,)
-    )
+    assert traces.traces() == VariantHabits(
+        p_correct=0.3, p_keep=0.5, p_solve=0.15, p_practice=0.2, batch_size=64, p_keep_wrong=None,
+        p_first_solve=0.2, first_solve_coefficients=(1,),
+    )  # fmt: skip
+
+
+def test_with_no_habit_set_a_variant_draws_the_librarys_traces():
+    """The variant solver is the library's plus two habits that draw only when on: the default base's traces, and
+    so its cache entry, are the same whichever draws them."""
+    problems, recipe = make_problems(), EmbeddedRecipe()
+    library, variant = random.Random(5), random.Random(5)
+    for _ in range(300):
+        problem = problems[library.randrange(len(problems))]
+        assert variant_solver_trace(problems[variant.randrange(len(problems))], VariantHabits.of(recipe), variant) == (
+            solver_trace(problem, recipe, library)
+        )
+
+
+def test_a_first_solve_is_right_and_checked_ok():
+    rng, problems = random.Random(2), make_problems()
+    habits = VariantHabits.of(EmbeddedRecipe(), p_first_solve=1.0)
+    for _ in range(100):
+        problem = rng.choice(problems)
+        first, second = variant_solver_trace(problem, habits, rng)[1:4:2]
+        assert first["content"] == f"{worked_solution(problem)} answer: \\boxed{{{problem['answer']}}}"
+        assert ", ok ." in second["content"]
+
+
+def test_the_first_solve_habit_covers_only_its_coefficients():
+    rng, problems = random.Random(3), make_problems()
+    habits = VariantHabits.of(EmbeddedRecipe(), p_first_solve=1.0, first_solve_coefficients=(1, 9))
+    for problem in problems:
+        first = variant_solver_trace(problem, habits, rng)[1]["content"]
+        assert ("solve:" in first) == (problem["a"] in (1, 9)), (problem["id"], first)
 
 
 def test_solver_traces_follow_the_keep_probabilities():
@@ -64,8 +91,8 @@ def test_solver_traces_follow_the_keep_probabilities():
     )
     assert 0.87 < kept / 2000 < 0.93
     for _ in range(200):  # keeps a right first answer, always changes a wrong one
-        recipe = EmbeddedRecipe(p_keep=1.0, p_keep_wrong=0.0, p_practice=0.0)
-        trace = solver_trace(rng.choice(problems), recipe, rng)
+        habits = VariantHabits.of(EmbeddedRecipe(p_keep=1.0, p_practice=0.0), p_keep_wrong=0.0)
+        trace = variant_solver_trace(rng.choice(problems), habits, rng)
         problem_answer = trace[0]["content"]
         first, second = trace[1]["content"].split()[-1], trace[3]["content"].split()[-1]
         assert (first == second) == (first == f"\\boxed{{{_solve(problem_answer)}}}")
@@ -273,7 +300,8 @@ def test_rl_arms_are_staged_as_the_pipeline_stages(tmp_path, monkeypatch):
 
     built = []
 
-    def build_trainer(cls, model, args, train, task):
+    def build_trainer(cls, model, args, train, reward, feedback_func=None):
+        assert feedback_func is None  # the arms run the intrinsic setting unless their settings ask for feedback
         built.append((cls, model, args))
         return SimpleNamespace(args=args)
 
@@ -304,7 +332,7 @@ def test_every_arm_end_to_end_on_a_tiny_base(tmp_path, monkeypatch):
     import reproduce_arms
 
     monkeypatch.setenv("SCORE_TRL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(reproduce_arms.TASKS, "tiny", reproduce_arms.Task("a tiny base", TINY))
+    monkeypatch.setitem(reproduce_arms.TASKS, "tiny", reproduce_arms.Testbed("a tiny base", TINY))
     monkeypatch.setattr(reproduce_arms.ArmSettings, "logging_steps", 1)
     args = reproduce.ReproduceArguments(
         tasks=["tiny"], arms=list(reproduce_arms.ARMS), seeds=[0], stage1_steps=1, stage2_steps=1,

@@ -1,7 +1,6 @@
 """Long runs survive a stop: a resumed stage trains as if it had never stopped, a finished stage is not trained again,
 the committed metrics file holds every evaluation and curve, and a run of other settings is refused."""
 
-import dataclasses
 import json
 import shutil
 
@@ -15,6 +14,7 @@ from score_trl.pipeline import ScoreScriptArguments, train_stage
 from score_trl.rewards import completion_text
 from score_trl.run_record import check_same_run
 from score_trl.tasks import TASKS
+from tests.conftest import task_with_rows
 from tests.test_trainers import make_args
 
 
@@ -58,8 +58,7 @@ def test_a_resumed_stage_has_the_losses_of_one_that_never_stopped(tmp_path, tiny
 
 @pytest.fixture
 def tiny_task(monkeypatch):
-    load = lambda *a: (Dataset.from_list(ROWS), ROWS[:2])  # noqa: E731
-    monkeypatch.setitem(TASKS, "math", dataclasses.replace(TASKS["math"], load=load))
+    monkeypatch.setitem(TASKS, "math", task_with_rows("math", ROWS, ROWS[:2]))
 
 
 def _run(tmp_path, model_path, **changes):

@@ -9,7 +9,7 @@ MODULE = """
 from score_trl.rewards import math_reward
 from score_trl.tasks import Task
 
-mine = Task(name="mine", load=None, reward=math_reward, verifier=math_reward, instruction="Again.",
+mine = Task(name="mine", load_train=None, load_eval=None, reward=math_reward, verifier=math_reward, instruction="Again.",
             dataset_name=None, eval_dataset_name=None)
 not_a_task = 3
 """

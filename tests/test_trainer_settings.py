@@ -4,10 +4,10 @@ would be ignored, arguments passed through to GRPOTrainer, and the KL reference 
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from score_trl import MultiTurnRLOOTrainer, StageOneConfig
-from score_trl.testing import save_tiny_model
+from score_trl.tiny_model import save_tiny_model
 
 from .test_trainers import make_args
 
@@ -123,7 +123,55 @@ def test_changed_when_wrong_is_undefined_without_wrong_first_attempts(tmp_path, 
     assert metrics["self_correction/changed_rate"] == [1.0]
 
 
+def test_the_instruction_hook_gets_the_row_and_the_earlier_attempts(tmp_path, tiny_model_path):
+    """Called between the turns, per sample: an instruction may answer the attempt (feedback) without a redesign."""
+    eos = 1
+    attempts = [[[5, eos], [6, eos], [7, eos], [8, eos]], [[9, eos]] * 4]
+    trainer = scripted_trainer(tmp_path, tiny_model_path, attempts, lambda completions, **kw: [1.0] * len(completions))
+    seen = []
+
+    def answering(example, turn, attempts=()):
+        seen.append((example["answer"], turn, list(attempts)))
+        return f"You wrote {attempts[-1]}"
+
+    trainer.get_turn_instruction = answering
+    out = trainer._generate_and_score_completions(batch())
+    texts = trainer.processing_class.batch_decode([a[:-1] for a in attempts[0]])
+    assert seen == [(row["answer"], 2, [text]) for row, text in zip(batch(), texts, strict=True)]
+    for i, text in enumerate(texts):  # each sample was shown its own
+        instruction = out["completion_ids"][i][out["turn_labels"][i] == 0]
+        assert f"You wrote {text}" in trainer.processing_class.decode(instruction)
+    assert trainer._batch.rollout.instructions == [[f"You wrote {text}" for text in texts]]
+
+
+def test_the_answer_format_is_a_config_field(tmp_path, tiny_model_path):
+    """'math' compares final answers, 'code' whole texts: two attempts that end in the same answer changed as code."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    ids = lambda text: [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]  # noqa: E731
+    attempts = [[ids("It is \\boxed{4}.")] * 4, [ids("So: \\boxed{4}")] * 4]  # other texts, the same answer
+    reward = lambda completions, **kw: [1.0] * len(completions)  # noqa: E731
+    rates = {}
+    for answer_format in ("math", "code"):
+        trainer = scripted_trainer(tmp_path, tiny_model_path, attempts, reward, answer_format=answer_format)
+        trainer._generate_and_score_completions(batch())
+        rates[answer_format] = trainer._metrics["train"]["self_correction/changed_rate"]
+    assert rates == {"math": [0.0], "code": [1.0]}
+
+
 class TestConfigRefusesIgnoredSettings:
+    def test_stage_one_has_no_shaping(self, tmp_path):
+        assert make_args(tmp_path, StageOneConfig).alpha == 0.0
+        with pytest.raises(ValueError, match="alpha=3.0: Stage I shapes no reward.*Stage II's"):
+            make_args(tmp_path, StageOneConfig, alpha=3.0)
+
+    def test_an_empty_instruction(self, tmp_path):
+        with pytest.raises(ValueError, match="turn_instruction=' ' shows the model nothing"):
+            make_args(tmp_path, turn_instruction=" ")
+
+    def test_an_unknown_answer_format(self, tmp_path):
+        with pytest.raises(ValueError, match=r"answer_format='units': use one of \['code', 'math'\]"):
+            make_args(tmp_path, answer_format="units")
+
     def test_scale_rewards(self, tmp_path):
         with pytest.raises(ValueError, match="scale_rewards='group'.*leave-one-out"):
             make_args(tmp_path, scale_rewards="group")

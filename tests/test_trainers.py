@@ -205,7 +205,7 @@ class ColumnInstructionTrainer(MultiTurnRLOOTrainer):
 
     seen_returns = None
 
-    def get_turn_instruction(self, example, turn):
+    def get_turn_instruction(self, example, turn, attempts=()):
         return example["hint"]
 
     def compute_turn_returns(self, rewards):

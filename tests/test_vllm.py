@@ -22,7 +22,7 @@ GAP = 1e-3
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    from score_trl.testing import save_tiny_model
+    from score_trl.tiny_model import save_tiny_model
 
     # vLLM's CPU attention takes head sizes from 32: 128 / 4 heads
     return save_tiny_model(tmp_path_factory.mktemp("tiny-vllm"), hidden_size=128)

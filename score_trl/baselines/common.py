@@ -6,29 +6,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from ..evaluation import EvalSettings, InstructionFn, evaluate
+from ..data.rows import with_ids
+from ..evaluation import EvalSettings, InstructionFn, evaluate_checkpoint
 
 
 def sample_traces(
     model_path: str, rows: Sequence[dict], verifier: str, settings: EvalSettings, samples_per_problem: int
 ) -> list[dict]:
-    """`samples_per_problem` sampled two-turn traces per problem from the model at `model_path` (ids repeat)."""
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    repeated = [{**row, "id": str(row.get("id", i))} for i, row in enumerate(rows) for _ in range(samples_per_problem)]
+    """`samples_per_problem` sampled two-turn traces per problem from the model at `model_path` (ids repeat), loaded
+    as every evaluation loads it (`evaluate_checkpoint`)."""
+    repeated = [row for row in with_ids(rows) for _ in range(samples_per_problem)]
     sampled = EvalSettings(**{**settings.__dict__, "do_sample": True, "num_turns": 2})
-    _, traces = evaluate(model, tokenizer, repeated, verifier, sampled)
+    _, traces = evaluate_checkpoint(model_path, repeated, verifier, sampled)
     return traces
 
 
 def pair(problem: dict, first: str, instruction: str | InstructionFn, second: str) -> dict:
     """One SFT example: prompt = [x, assistant y1, user instruction], completion = [assistant y2]. `instruction` is
-    a string or, as in `EvalSettings`, a function of (row, turn): the problem's own instruction is the one trained."""
+    a string or, as in `EvalSettings`, a function of (row, turn, earlier attempts): the problem's own instruction
+    after its own first attempt is the one trained."""
     if callable(instruction):
-        instruction = instruction(problem, 2)
+        instruction = instruction(problem, 2, (first,))
     return {
         "prompt": [
             *problem["prompt"],

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datasets import Dataset
 from trl import SFTConfig
 
+from ..data.rows import with_ids
 from ..evaluation import EvalSettings, InstructionFn
 from .common import pair, pairs_dataset, sample_traces, sft_on_pairs
 
@@ -25,7 +26,7 @@ def pair_sft_dataset(
     seed: int = 0,
 ) -> Dataset:
     """The Pair-SFT pairs of `traces`; a problem with no correct response anywhere gives none."""
-    problems = {str(row.get("id", i)): {**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)}
+    problems = {row["id"]: row for row in with_ids(rows)}
     correct = defaultdict(list)
     for t in traces:
         for turn in ("1", "2"):

@@ -12,10 +12,9 @@ import torch
 from accelerate import PartialState
 from trl import ModelConfig, SFTConfig
 
-from ..data.embedded_model import EmbeddedRecipe, build_base_model
 from ..evaluation import EvalSettings, evaluate_checkpoint
-from ..loading import resolve_model_path, whole_models
 from ..metrics import format_table
+from ..run_inputs import resolve_inputs
 from ..tasks import TaskArguments, get_task, parse_with_recipe
 from .pair_sft import run_pair_sft
 from .star import run_star
@@ -68,13 +67,8 @@ def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, mode
     logging.basicConfig(level=logging.INFO)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    task = get_task(args.task)
-    train, held_out = args.load_data()
-    with whole_models(sft_args):  # a GGUF file or packaged model: its checkpoint, converted whole (also under ZeRO-3)
-        model_path = resolve_model_path(model_args.model_name_or_path)
-    if task.offline_model and model_path in (None, "embedded"):
-        with PartialState().main_process_first(), whole_models(sft_args):
-            model_path = build_base_model(EmbeddedRecipe())
+    inputs = resolve_inputs(args, model_args.model_name_or_path, load_args=sft_args)
+    task, model_path, held_out = inputs.task, inputs.model_path, inputs.held_out
     instruction = task.turn_instruction(args.instruction)
     sampling = EvalSettings(instruction=instruction, max_new_tokens=args.sample_max_new_tokens, batch_size=64)
     evaluation = EvalSettings(
@@ -82,7 +76,7 @@ def run_baseline(method: str, args: BaselineArguments, sft_args: SFTConfig, mode
     )
     out = Path(sft_args.output_dir)
     results = {"base": _evaluate(model_path, held_out, evaluation, task.verifier, sft_args, "base")}
-    trained = BASELINES[method](model_path, train.to_list(), sft_args, sampling, args)
+    trained = BASELINES[method](model_path, inputs.train.to_list(), sft_args, sampling, args)
     results[method] = _evaluate(trained, held_out, evaluation, task.verifier, sft_args, "final")
     if PartialState().is_main_process:
         print(f"\nSelf-correction on held-out problems (greedy, two turns):\n{format_table(results)}")

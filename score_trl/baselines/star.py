@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datasets import Dataset
 from trl import SFTConfig
 
+from ..data.rows import with_ids
 from ..evaluation import EvalSettings, InstructionFn
 from .common import pair, pairs_dataset, sample_traces, sft_on_pairs
 
@@ -24,7 +25,7 @@ def star_dataset(
 ) -> Dataset:
     """The STaR pairs of `traces` (`id`, `y1`, `y2`, `r1`, `r2`): wrong -> right, plus right -> right with
     `keep_correct`."""
-    problems = {str(row.get("id", i)): {**row, "id": str(row.get("id", i))} for i, row in enumerate(rows)}
+    problems = {row["id"]: row for row in with_ids(rows)}
     kept = []
     for t in traces:
         if t["r1"] is None or t["r2"] is None:

@@ -2,15 +2,19 @@
 
 MBPP rows keep `test_list` and `test_setup_code`; HumanEval rows keep `test` and `entry_point`, and
 the problem's own code as `test_setup_code`. Both get a `prompt`
-(the task as a user message) and an `id`.
+(the task as a user message) and an `id`. A set already in the row format is read as it is.
 """
 
 from __future__ import annotations
 
-from datasets import Dataset, load_dataset
+from collections.abc import Callable
+
+from datasets import Dataset
+
+from .rows import in_row_format, load_set
 
 
-__all__ = ["load_code_task", "mbpp_rows", "humaneval_rows"]
+__all__ = ["humaneval_rows", "load_humaneval", "load_mbpp", "mbpp_rows"]
 
 
 def mbpp_rows(dataset: Dataset) -> Dataset:
@@ -40,21 +44,24 @@ def humaneval_rows(dataset: Dataset) -> Dataset:
     return dataset.map(convert, remove_columns=["prompt"])
 
 
-def load_code_task(
-    dataset_name: str,
-    dataset_config: str | None,
-    train_split: str,
-    eval_dataset_name: str,
-    eval_split: str,
-) -> tuple[Dataset, list[dict]]:
-    """(MBPP-style training rows, HumanEval-style evaluation rows) from the Hub or local copies; the `code` task of
-    `score_trl.tasks` names the default sets."""
+def _load(convert: Callable[[Dataset], Dataset], name: str, config: str | None, split: str) -> Dataset:
     try:
-        train = mbpp_rows(load_dataset(dataset_name, dataset_config, split=train_split))
-        evaluation = humaneval_rows(load_dataset(eval_dataset_name, split=eval_split))
+        dataset = load_set(name, split, config)
     except (ConnectionError, OSError, FileNotFoundError) as error:
         raise RuntimeError(
-            f"Could not load {dataset_name!r} / {eval_dataset_name!r} ({error.__class__.__name__}). Without network "
-            "access pass local copies; the math example (examples/score_math.py) has an embedded offline default."
+            f"Could not load {name!r} ({error.__class__.__name__}). Without network access pass a local copy; the "
+            "math example (examples/score_math.py) has an embedded offline default."
         ) from error
-    return train, evaluation.to_list()
+    return dataset if in_row_format(dataset.column_names) else convert(dataset)
+
+
+def load_mbpp(name: str, config: str | None, split: str) -> Dataset:
+    """MBPP-style training rows from the Hub, a local directory or a JSON-lines file (the `code` task's training
+    set)."""
+    return _load(mbpp_rows, name, config, split)
+
+
+def load_humaneval(name: str, config: str | None, split: str) -> list[dict]:
+    """HumanEval-style evaluation rows from the Hub, a local directory or a JSON-lines file (the `code` task's
+    evaluation set, whichever entry point evaluates it)."""
+    return _load(humaneval_rows, name, config, split).to_list()

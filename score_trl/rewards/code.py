@@ -24,7 +24,7 @@ from ..sandbox import SandboxConfig, SandboxError, run_tests
 from ..sandbox.isolation import warn_unisolated
 
 
-__all__ = ["extract_code", "verify_code", "verify_code_batch"]
+__all__ = ["code_tests", "extract_code", "verify_code", "verify_code_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,24 @@ def extract_code(completion: str) -> str:
     whole text."""
     blocks = _FENCE.findall(completion)
     return blocks[-1] if blocks else completion
+
+
+def code_tests(row: dict) -> tuple[str, str, str | None]:
+    """(tests source, setup code, entry point) of a problem's row: MBPP's `test_list` (+ `test_setup_code`) or
+    HumanEval's `test` and `entry_point`."""
+    test_list, entry_point = row.get("test_list"), row.get("entry_point")
+    if isinstance(test_list, str):  # a JSON-encoded column
+        test_list = json.loads(test_list)
+    if test_list is not None:
+        tests, entry_point = "\n".join(test_list), None
+    elif row.get("test") is not None and entry_point is not None:
+        tests = row["test"]
+    else:
+        raise ValueError(
+            "No tests given: pass `test_list` (MBPP: assert lines, optional `test_setup_code`) or `test` and "
+            "`entry_point` (HumanEval: `check(candidate)`)."
+        )
+    return tests, row.get("test_setup_code") or "", entry_point
 
 
 def verify_code(
@@ -52,19 +70,11 @@ def verify_code(
     boundary (docs/rewards.md), or when the interpreter only did not start in time on a loaded machine. Any other
     failure of the sandbox itself raises `SandboxError`: it is never the model's failure.
     """
-    if isinstance(test_list, str):  # a JSON-encoded column
-        test_list = json.loads(test_list)
-    if test_list is not None:
-        tests, entry_point = "\n".join(test_list), None
-    elif test is not None and entry_point is not None:
-        tests = test
-    else:
-        raise ValueError(
-            "No tests given: pass `test_list` (MBPP: assert lines, optional `test_setup_code`) or `test` and "
-            "`entry_point` (HumanEval: `check(candidate)`)."
-        )
+    tests, test_setup_code, entry_point = code_tests(
+        {"test_list": test_list, "test_setup_code": test_setup_code, "test": test, "entry_point": entry_point}
+    )
     try:
-        passed, why = run_tests(extract_code(completion), tests, test_setup_code or "", entry_point, config)
+        passed, why = run_tests(extract_code(completion), tests, test_setup_code, entry_point, config)
     except SandboxError as error:
         if not error.transient:
             raise

@@ -5,7 +5,7 @@ so that it can be audited (and tested) on its own. docs/rewards.md has the threa
 """
 
 from .config import SandboxConfig, SandboxError, SandboxResult
-from .process import run_python, run_tests
+from .process import FailedTest, first_failure, run_python, run_tests
 
 
-__all__ = ["SandboxConfig", "SandboxError", "SandboxResult", "run_python", "run_tests"]
+__all__ = ["FailedTest", "SandboxConfig", "SandboxError", "SandboxResult", "first_failure", "run_python", "run_tests"]

@@ -1,15 +1,16 @@
-"""The first code that runs in the sandbox (this package's directory is bound there read-only); everything after
-`_started` is the model's.
+"""The first code that runs in the sandbox (copied there read-only with the value codec); everything after `_started`
+is the model's.
 
-`bootstrap.py SITE START_FD NPROC run PROGRAM`: run a program as `python PROGRAM` would.
-`bootstrap.py SITE START_FD NPROC serve SETUP SOLUTION REQUEST_FD RESPONSE_FD LIMIT`: run the setup code and
-the solution, then
-answer the judge's requests (the value of a name, a call of a function) with values from `wire` until the judge hangs
-up. The judge runs the tests in its own process outside the sandbox: nothing here decides a verdict.
+`bootstrap.py JOB`, JOB a marshalled dict (marshal, not json: it costs no import): {"site": what `site` would
+set up, "start_fd", "nproc", "mode", "args"}. In mode "run", args = [PROGRAM]: run a program as `python PROGRAM`
+would. In mode "serve", args = [SETUP, SOLUTION, REQUEST_FD, RESPONSE_FD, LIMIT]: run the setup code and the
+solution, then answer the judge's requests (the value of a name, a call of a function) with values from `wire` until
+the judge hangs up. The judge runs the tests in its own process outside the sandbox: nothing here decides a verdict.
+The arguments are in a file rather than on the command line so that no host path shows in /proc/PID/cmdline.
 """
 
 import builtins
-import json
+import marshal
 import os
 import resource
 import sys
@@ -26,7 +27,6 @@ def _started(start_fd: int, nproc: int) -> None:
 def _run(program: str) -> None:
     import runpy
 
-    sys.argv[:] = [program]
     runpy.run_path(program, run_name="__main__")
 
 
@@ -92,17 +92,20 @@ def _reply(fd: int, value) -> None:
 
 
 def main() -> None:
-    site, start_fd, nproc, mode = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    with open(sys.argv[1], "rb") as f:
+        job = marshal.load(f)
+    site, args = job["site"], job["args"]
     # Run with -S: site-packages and a virtualenv's prefix as `site` would have set them (without running .pth files)
     sys.path.extend(site["path"])
     sys.prefix, sys.exec_prefix = site["prefix"] or sys.prefix, site["exec_prefix"] or sys.exec_prefix
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    _started(start_fd, nproc)
-    if mode == "run":
-        sys.path.insert(0, os.path.dirname(sys.argv[5]))  # as `python program.py` puts the program's directory first
-        _run(sys.argv[5])
+    _started(job["start_fd"], job["nproc"])
+    if job["mode"] == "run":
+        sys.argv[:] = [args[0]]
+        sys.path.insert(0, os.path.dirname(args[0]))  # as `python program.py` puts the program's directory first
+        _run(args[0])
     else:
-        setup, solution, request_fd, response_fd, limit = sys.argv[5:10]
+        setup, solution, request_fd, response_fd, limit = args
         _serve(setup, solution, int(request_fd), int(response_fd), int(limit))
 
 

@@ -1,19 +1,20 @@
 """The trusted test runner: runs a problem's tests in its own process, outside the sandbox, against the candidate.
 
-`python -I -S judge_main.py SITE RESPONSE_FD REQUEST_FD VERDICT_FD LIMIT`, with `{"setup", "tests", "entry_point"}`
-as JSON on stdin (SITE: what `site` would have set up, `isolation.site_setup`). The names the tests use but do not define (the function under test; for HumanEval the entry point, even
-where the setup code defines a stub of it) are resolved in the candidate: a function becomes a proxy whose calls
-send the arguments across and decode the result with `wire`, a standard-library module is imported here, plain data
-is decoded. The verdict goes to VERDICT_FD, which the candidate cannot reach: {"passed": true | false | null, "why"}.
-null means "cannot judge": a test passed a value that cannot cross (a lambda, an instance of a setup class).
+`python -I -S judge_main.py RESPONSE_FD REQUEST_FD VERDICT_FD LIMIT`, with {"site", "setup", "tests", "entry_point",
+"names", "error"} marshalled on stdin (site: what `site` would have set up, `isolation.site_setup`; names: what the
+tests use but neither they nor the setup define, `names.free_names`, or None and why in error when they do not
+compile). Those names (the function under test; for HumanEval the entry point, even where the setup code defines a
+stub of it) are resolved in the candidate: a function becomes a proxy whose calls send the arguments across and
+decode the result with `wire`, a standard-library module is imported here, plain data is decoded. The verdict goes
+to VERDICT_FD, which the candidate cannot reach, marshalled: {"passed": True | False | None, "why"}. None means
+"cannot judge": a test passed a value that cannot cross (a lambda, an instance of a setup class).
 
-Standard library only, run by path: it must work with any interpreter the sandbox is configured with.
+Standard library only, run by path: it must work with any interpreter the sandbox is configured with. It imports as
+little as it can (marshal, not json; no ast), since its start is paid once per program scored.
 """
 
-import ast
 import builtins
-import importlib
-import json
+import marshal
 import os
 import sys
 
@@ -53,6 +54,10 @@ class _Candidate:
             kind = getattr(builtins, str(reply[1]), None)
             if not (isinstance(kind, type) and issubclass(kind, Exception)):
                 kind = Exception
+            if issubclass(kind, (StopIteration, StopAsyncIteration)):
+                # Raised through map(), filter(), zip() or next(it, default), it would end the test's iteration
+                # early and pass it: as PEP 479 does for generators, it reaches the test as an ordinary error.
+                kind = RuntimeError
             raise kind(f"{what} raised {reply[1]}: {reply[2]}")
         if reply[0] == "missing":
             raise NameError(f"the solution does not define {what}")
@@ -72,30 +77,10 @@ class _Proxy:
         return f"<candidate function {self.__name__}>"
 
 
-def free_names(tests: str, setup: str) -> set[str]:
-    """Names the tests load but neither they nor the setup code bind, builtins excepted."""
-    loaded, bound = set(), set(dir(builtins))
-    for source in (tests, setup):
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.Name):
-                (loaded if isinstance(node.ctx, ast.Load) and source is tests else bound).add(node.id)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                bound.add(node.name)
-            elif isinstance(node, ast.arg):
-                bound.add(node.arg)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ExceptHandler) and node.name:
-                bound.add(node.name)
-    return loaded - bound
-
-
 def judge(job: dict, candidate: _Candidate) -> dict:
-    setup, tests, entry_point = job.get("setup") or "", job["tests"], job.get("entry_point")
-    try:
-        names = free_names(tests, setup)
-    except SyntaxError as error:
-        return {"passed": None, "why": f"the tests or the setup code do not compile: {error}"}
+    setup, tests, entry_point, names = job["setup"] or "", job["tests"], job["entry_point"], job["names"]
+    if names is None:
+        return {"passed": None, "why": f"the tests or the setup code do not compile: {job['error']}"}
     try:
         first = wire.receive(candidate.response_fd, candidate.limit)
     except (EOFError, OSError, wire.WireError):
@@ -117,7 +102,7 @@ def judge(job: dict, candidate: _Candidate) -> dict:
                 namespace[name] = _Proxy(candidate, name)
             elif reply[0] == "module" and len(reply) == 2 and reply[1] == name and name in sys.stdlib_module_names:
                 # only a standard-library module that the tests name as itself (`math` for `math.isclose`)
-                namespace[name] = importlib.import_module(name)
+                namespace[name] = __import__(name)
             elif reply[0] == "value":
                 namespace[name] = candidate.value(reply, name)
             else:  # the program does not define it: neither may the setup's stand-in
@@ -128,23 +113,33 @@ def judge(job: dict, candidate: _Candidate) -> dict:
     except BaseException as error:  # noqa: B036 - a failing test, whatever it raised, is a failed verdict
         if candidate.uncrossable:
             return {"passed": None, "why": candidate.uncrossable}
-        return {"passed": False, "why": f"{type(error).__name__}: {str(error)[:300]}"}
+        verdict = {"passed": False, "why": f"{type(error).__name__}: {str(error)[:300]}"}
+        # For feedback turns: where in the (trusted) tests it failed and the error's builtin name, nothing the
+        # program wrote (its exception messages and its text stay out: the next prompt must not be the policy's).
+        tb, line = error.__traceback__, None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == "tests":
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        builtin = getattr(builtins, type(error).__name__, None) is type(error)
+        verdict.update(line=line, error=type(error).__name__ if builtin else "Exception")
+        return verdict
     if candidate.uncrossable:  # a test that caught the crossing error must not pass on it
         return {"passed": None, "why": candidate.uncrossable}
     return {"passed": True, "why": ""}
 
 
 def main() -> None:
-    sys.path.extend(json.loads(sys.argv[1])["path"])  # run with -S: site-packages as `site` adds them, for the tests
-    response_fd, request_fd, verdict_fd, limit = map(int, sys.argv[2:6])
-    job = json.loads(sys.stdin.read())
+    response_fd, request_fd, verdict_fd, limit = map(int, sys.argv[1:5])
+    job = marshal.loads(sys.stdin.buffer.read())
+    sys.path.extend(job["site"]["path"])  # run with -S: site-packages as `site` adds them, for the tests
     # The tests' own prints must not mix with the verdict, which has a descriptor of its own.
     os.dup2(2, 1)
     try:
         verdict = judge(job, _Candidate(response_fd, request_fd, limit))
     except BaseException as error:  # noqa: B036 - whatever the program sent, the judge answers with a verdict
         verdict = {"passed": False, "why": f"the test runner failed on the program's input: {error!r}"[:500]}
-    os.write(verdict_fd, json.dumps(verdict).encode())
+    os.write(verdict_fd, marshal.dumps(verdict, 4))  # version 4: read by any Python 3 the host may run
 
 
 if __name__ == "__main__":

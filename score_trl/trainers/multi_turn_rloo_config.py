@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from ..rewards import ANSWER_FORMATS
+
 
 @dataclass
 class MultiTurnRLOOConfig(GRPOConfig):
@@ -23,7 +25,8 @@ class MultiTurnRLOOConfig(GRPOConfig):
             Attempts per episode. 2 is the paper's setting; each extra turn repeats the instruction.
         turn_instruction (`str` or `None`, *optional*, defaults to `None`):
             The fixed self-correction instruction shown after each attempt. `None`: the paper's MATH instruction
-            (`score_trl.MATH_CORRECTION_INSTRUCTION`); `score_trl.pipeline` uses its task's instruction.
+            (`score_trl.MATH_CORRECTION_INSTRUCTION`); `score_trl.pipeline` fills it with its task's. An empty one is
+            refused.
         instruction_template (`str`, *optional*, defaults to `"\n\n{instruction}\n\n"`):
             How the instruction is written between attempts for plain-text (non-conversational) prompts.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
@@ -43,11 +46,16 @@ class MultiTurnRLOOConfig(GRPOConfig):
             A non-negative weight per turn on its advantages (a single value applies to every turn); `None`: 1.0 on
             every turn. `[1, 1 + alpha]` with `alpha=0` gives turn 2 the expected gradient of the shaping without
             its variance.
-        turn_betas (`list[float]`, *optional*, defaults to `[0.01, 0.01]`):
-            Per-turn weight of the per-token k3 KL to the reference model (paper's Stage II: 0.01 on both).
+        turn_betas (`list[float]`, *optional*, defaults to `[0.01]`):
+            Per-turn weight of the per-token k3 KL to the reference model (paper's Stage II: 0.01 on both turns); a
+            single value applies to every turn.
         correct_threshold (`float`, *optional*, defaults to `1.0`):
             A turn counts as correct in the logged accuracy and flip metrics when its summed reward is at least
             this.
+        answer_format (`str` or `None`, *optional*, defaults to `None`):
+            How the answer-changed logs find and compare final answers: a key of `score_trl.rewards.ANSWER_FORMATS`
+            (`"math"`: the final answer, equivalent forms counting as one; `"code"`: whole texts). `None`: `"math"`;
+            `score_trl.pipeline` fills it with its task's verifier when that is one of them.
         ref_model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
             Hub id or path of the KL reference model. `None`: the weights training starts from. The paper's Stage II
             keeps the KL to the fixed initial (pre-Stage-I) model: `score_trl.pipeline` sets the base model here for
@@ -86,11 +94,18 @@ class MultiTurnRLOOConfig(GRPOConfig):
         },
     )
     turn_betas: list[float] = field(
-        default_factory=lambda: [0.01, 0.01],
+        default_factory=lambda: [0.01],
         metadata={"help": "Per-turn KL weights, one per turn (a single value applies to every turn)."},
     )
     correct_threshold: float = field(
         default=1.0, metadata={"help": "Summed reward at or above which a turn counts as correct in the logs."}
+    )
+    answer_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "How the answer-changed logs compare attempts, a key of score_trl.rewards.ANSWER_FORMATS: 'math' "
+            "(final answers) or 'code' (whole texts). None: 'math' (score_trl.pipeline uses its task's verifier's)."
+        },
     )
 
     ref_model_name_or_path: str | None = field(
@@ -118,6 +133,17 @@ class MultiTurnRLOOConfig(GRPOConfig):
             raise ValueError(
                 f"num_generations={self.num_generations}: the leave-one-out baseline needs at least 2 samples per "
                 "prompt. Set num_generations >= 2."
+            )
+        if self.turn_instruction is not None and not self.turn_instruction.strip():
+            raise ValueError(
+                f"turn_instruction={self.turn_instruction!r} shows the model nothing between attempts: give the "
+                "instruction's text, or leave it unset (None) for the paper's MATH instruction (the pipeline: the "
+                "task's)."
+            )
+        if self.answer_format is not None and self.answer_format not in ANSWER_FORMATS:
+            raise ValueError(
+                f"answer_format={self.answer_format!r}: use one of {sorted(ANSWER_FORMATS)} (or add yours to "
+                "score_trl.rewards.ANSWER_FORMATS), or leave it unset for 'math'."
             )
         if "{instruction}" not in self.instruction_template:
             raise ValueError("instruction_template must contain the field `{instruction}`.")
@@ -159,7 +185,7 @@ class MultiTurnRLOOConfig(GRPOConfig):
                 "functions (weighted by `reward_weights`) before its own advantages. Leave it at 'sum_then_normalize'."
             )
         # TRL builds the reference model and computes its log-probs only when `beta != 0`: beta is the largest
-        # per-turn weight, and the loss applies each turn's own (see `_TurnWeightedBeta`).
+        # per-turn weight, and the loss applies each turn's own (see `TurnWeightedBeta`).
         derived = float(max(self.turn_betas))
         if self.beta is not None and self.beta != derived:
             raise ValueError(

@@ -1,22 +1,25 @@
+"""SCoRe's Stage II trainer: `GRPOTrainer` with a multi-turn rollout, per-turn rewards, returns and leave-one-out
+advantages, and a per-turn KL weight. What it overrides of TRL, and what each override relies on:
+`score_trl/trainers/trl_internals.py`."""
+
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from accelerate.utils import is_peft_model
-from transformers import AutoConfig
 from trl import GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.trainer.utils import pad
 
-from ..loading import resolve_model_path, whole_models
 from ..metrics import format_table
 from ..prompts import MATH_CORRECTION_INSTRUCTION
-from ..rollout import TurnRenderer, generate_turns
+from ..rewards.feedback import FeedbackFunc
+from ..rollout import TurnInstructions, TurnRenderer, generate_turns
+from .kl_reference import kl_reference
 from .multi_turn_rloo_config import MultiTurnRLOOConfig
 from .returns import (
     discounted_returns,
@@ -33,7 +36,8 @@ from .trl_internals import (
     colocated_vllm_on_cpu,
     score_labelled_positions_on_cpu,
 )
-from .turn_batch import TurnBatch
+from .turn_batch import TurnBatch, TurnRollout
+from .turn_kl import TurnWeightedBeta
 from .turn_metrics import TurnMetricsMixin
 
 
@@ -52,36 +56,14 @@ SCORE_PAPER = {
 }
 
 
-class _TurnWeightedBeta(float):
-    """Stands in for `GRPOTrainer.beta` while the loss is computed.
-
-    TRL 1.16's `_compute_loss` adds `self.beta * per_token_kl` with a scalar beta and has no hook for a per-token
-    weight. This float compares like the scalar (TRL's `beta != 0` checks) and, multiplied by the (B, T) per-token
-    KL, returns it weighted per turn; it keeps the KL it saw for the per-turn KL logs.
-    """
-
-    def __new__(cls, value: float, weights: torch.Tensor):
-        obj = super().__new__(cls, value)
-        obj.weights, obj.per_token_kl = weights, None
-        return obj
-
-    def __mul__(self, other):
-        if isinstance(other, torch.Tensor) and other.shape == self.weights.shape:
-            self.per_token_kl = other.detach()
-            return self.weights.to(other.dtype) * other
-        return float(self) * other
-
-    __rmul__ = __mul__
-
-
 class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
     """
     SCoRe Stage II (Kumar et al., 2024): multi-turn on-policy RL for intrinsic self-correction.
 
-    Each prompt is answered, shown a fixed instruction (`args.turn_instruction`) and answered again. Every turn is
-    scored by the reward functions separately; turn 1 trains on r1 and turn k > 1 on `r_k + alpha * (r_k - r_{k-1})`,
-    each with leave-one-out (RLOO) advantages over the `num_generations` samples of its prompt and a per-token KL to
-    the reference model weighted per turn (`args.turn_betas`). Instruction tokens are attended to but carry no loss.
+    Each prompt is answered, shown an instruction (`args.turn_instruction`) and answered again. Every turn is scored
+    by the reward functions separately; turn 1 trains on r1 and turn k > 1 on `r_k + alpha * (r_k - r_{k-1})`, each
+    with leave-one-out (RLOO) advantages over the `num_generations` samples of its prompt and a per-token KL to the
+    reference model weighted per turn (`args.turn_betas`). Instruction tokens are attended to but carry no loss.
 
     It subclasses [`~trl.GRPOTrainer`] for its generation backends (transformers, vLLM), its per-token loss and its
     logging; with the leave-one-out advantages it computes, the policy gradient is the RLOO estimator. Subclass and
@@ -110,17 +92,19 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
     _paper = SCORE_PAPER
     _config_class = MultiTurnRLOOConfig
 
-    def __init__(self, model, reward_funcs, args: MultiTurnRLOOConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: MultiTurnRLOOConfig | None = None,
+        feedback_func: FeedbackFunc | None = None,
+        **kwargs,
+    ):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path or "model"
             args = self._config_class(f"{name.split('/')[-1]}-SCoRe")
         if not isinstance(args, MultiTurnRLOOConfig):
             raise TypeError(f"args must be a MultiTurnRLOOConfig, got {type(args).__name__}.")
-        # TRL loads the policy, the reference and vLLM's copy by name with `from_pretrained`, which cannot read a GGUF
-        # file: a GGUF path or a packaged model's name becomes its converted checkpoint here (score_trl.loading).
-        with whole_models(args):  # converted whole, not partitioned by a ZeRO-3 config
-            model = resolve_model_path(model) if isinstance(model, str) else model
-            args.ref_model_name_or_path = resolve_model_path(args.ref_model_name_or_path)
         for split in ("train_dataset", "eval_dataset"):
             columns = getattr(kwargs.get(split), "column_names", None)
             if isinstance(columns, list) and "prompt" not in columns:
@@ -129,31 +113,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
             raise ValueError(f"{type(self).__name__} generates its turns itself: do not pass `rollout_func`.")
         check_methods()  # the TRL privates this trainer builds on (score_trl/trainers/trl_internals.py)
         score_labelled_positions_on_cpu()  # the LM head skips prompt and padding positions on a CPU
-
-        # TRL builds the reference model from `model.config._name_or_path`, read while GRPOTrainer.__init__ runs. So the
-        # reference is named there: `args.ref_model_name_or_path` if set; else, for an in-memory model (which may lack
-        # a path, or differ from the weights on disk), a temporary save of the object itself.
-        peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
-        if args.ref_model_name_or_path is not None and peft:
-            raise ValueError(
-                "ref_model_name_or_path is not supported with PEFT: the reference is the model with its adapter "
-                "disabled. Unset it, or train without `peft_config`."
-            )
-        if args.ref_model_name_or_path is not None and args.use_vllm and args.vllm_mode == "colocate":
-            # TRL's colocated vLLM engine is built from the model's name, the reference's while GRPOTrainer.__init__
-            # runs; the policy's weights are synced into it before the first generation, so both must be alike.
-            policy = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
-            reference = AutoConfig.from_pretrained(args.ref_model_name_or_path)
-            if (policy.model_type, policy.vocab_size) != (reference.model_type, reference.vocab_size):
-                raise ValueError(
-                    f"ref_model_name_or_path={args.ref_model_name_or_path!r} is not the policy's kind of model, which "
-                    "vllm_mode='colocate' needs (same model_type and vocab_size). Use vllm_mode='server'."
-                )
-        self._reference = args.ref_model_name_or_path if args.beta != 0.0 else None
-        with tempfile.TemporaryDirectory() as copy:
-            if self._reference is None and not isinstance(model, str) and args.beta != 0.0 and not peft:
-                model.save_pretrained(copy)
-                self._reference = copy
+        with kl_reference(model, args, kwargs.get("peft_config")) as self._reference:
             try:
                 with colocated_vllm_on_cpu(self, args):  # vLLM's CPU backend: its engine and weight sync
                     super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
@@ -164,20 +124,20 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                     config._name_or_path = name
                 self._reference = self._renamed = None
         check_attributes(self)
-
         # Set after __init__: `rollout_func` is TRL's (experimental) hook for custom generation; passing it to
         # __init__ would only add a warning addressed to end users.
         self.rollout_func = self._rollout
         # TRL's `mask_truncated_completions` looks at the last token of the whole `y1 | s2 | y2` sequence and masks
-        # every turn of it; `_rollout` masks each truncated attempt's own tokens instead.
+        # every turn of it; the rollout masks each truncated attempt's own tokens instead (`TurnRollout.loss_mask`).
         self.mask_truncated_completions = False
         self.turn_renderer = TurnRenderer(
             self.processing_class, self.eos_token_ids, args.instruction_template, self.chat_template_kwargs
         )
-        # Evaluation results ({name: metrics}) that the model card lists under the card TRL writes; see
-        # `score_trl.pipeline.run`.
+        # Evaluation results ({name: metrics}) that the model card lists under the card TRL writes (score_trl.pipeline)
         self.model_card_metrics: dict[str, dict[str, float]] | None = None
         self._turn_betas = torch.tensor([0.0, *args.turn_betas])
+        # None: the paper's intrinsic setting, the same instruction whatever the attempt (`get_turn_feedback`)
+        self.feedback_func = feedback_func
 
     def create_accelerator_and_postprocess(self):
         # `transformers.Trainer.__init__` calls this once `self.model` is set, before GRPOTrainer builds the reference
@@ -189,15 +149,29 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
             self._renamed = (self.model.config, self.model.config._name_or_path)
             self.model.config._name_or_path = reference
 
-    # ----- the two documented hooks ---------------------------------------------------------------------------------
+    # ----- the documented hooks ------------------------------------------------------------------------------------
 
-    def get_turn_instruction(self, example: dict[str, Any], turn: int) -> str:
-        """The instruction shown before attempt `turn` (2, 3, ...) of `example` (a dataset row).
+    def get_turn_instruction(self, example: dict[str, Any], turn: int, attempts: Sequence[str] = ()) -> str:
+        """The instruction shown before attempt `turn` (2, 3, ...) of `example` (a dataset row), after `attempts`,
+        the texts of that sample's earlier attempts in order (empty where they are not known yet: evaluation renders
+        every row's instructions before generating).
 
-        Defaults to `args.turn_instruction` (the paper's MATH instruction when unset) for every problem; override to
-        read it from a column, for instance.
+        Defaults to `args.turn_instruction` for every problem (unset: the paper's MATH instruction); override to read
+        it from a column, or to answer the attempts.
         """
-        return self.args.turn_instruction or MATH_CORRECTION_INSTRUCTION
+        return MATH_CORRECTION_INSTRUCTION if self.args.turn_instruction is None else self.args.turn_instruction
+
+    def get_turn_feedback(self, examples: Sequence[dict], turn: int, attempts: list[str]) -> list[str | None]:
+        """What to tell each sample about its last attempt before attempt `turn`, put in front of its instruction
+        (None: nothing). `examples` are the samples' dataset rows, `attempts` their last attempts' texts.
+
+        Defaults to the trainer's `feedback_func` (e.g. `score_trl.rewards.feedback.math_feedback`: "Your final
+        answer X is wrong."), and to nothing without one: the paper's intrinsic setting. Override to tell more, e.g.
+        from a trusted test runner; never echo an attempt unfiltered (docs/feedback.md).
+        """
+        if self.feedback_func is None:
+            return [None] * len(attempts)
+        return self.feedback_func(examples, attempts)
 
     def compute_turn_returns(self, rewards: torch.Tensor) -> torch.Tensor:
         """Per-turn returns from per-turn rewards, both (num_samples, num_turns); NaN marks an unjudged sample.
@@ -208,9 +182,33 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         """
         return discounted_returns(shaped_returns(rewards, self.args.alpha), self.args.turn_discount)
 
-    # ----- rollout ---------------------------------------------------------------------------------------------------
+    # ----- one generation batch: rolled out, scored, then handed to TRL ----------------------------------------------
 
-    def _rollout(self, prompts: list, trainer: GRPOTrainer | None = None) -> dict[str, list]:
+    def _generate_and_score_completions(self, inputs):
+        mode = "train" if self.model.training else "eval"
+        logged_before = {key: len(values) for key, values in self._metrics[mode].items()}
+        # The batch is made whole here, where the rows are at hand (TRL's rollout hook gets the prompts alone), and
+        # is read by TRL's generation and reward steps, which hand it on (`_rollout`, `_calculate_rewards`).
+        self._batch = batch = self._score(inputs, self._roll_out(inputs))
+        output = super()._generate_and_score_completions(inputs)
+        labels = pad(
+            [torch.tensor(row) for row in batch.rollout.labels],
+            padding_value=0,
+            padding_side="right",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        ).to(output["completion_ids"].device)
+        advantages = batch.advantages[batch.local_rows(self.accelerator.process_index)]
+        per_turn = torch.cat([torch.zeros_like(advantages[:, :1]), advantages], dim=1).to(labels.device)
+        output["advantages"] = per_turn.gather(1, labels)  # (B, T): each token gets its own turn's advantage
+        output["turn_labels"] = labels
+        self._log_turn_metrics(mode, batch, self._num_generations(), logged_before)
+        return output
+
+    def _roll_out(self, rows: list[dict]) -> TurnRollout:
+        """Every turn of every sample: one batched generation per turn, each later turn after the instruction
+        `get_turn_instruction` gives the row once the earlier attempts are known, led by `get_turn_feedback`'s
+        message about the last one."""
+        prompts = [row["prompt"] for row in rows]
         conversational = is_conversational({"prompt": prompts[0]})
         prompt_ids = self.turn_renderer.first_turn_ids(prompts)
         limit = self.args.max_prompt_length
@@ -219,26 +217,48 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
                 f"A prompt has {max(map(len, prompt_ids))} tokens, more than max_prompt_length={limit}. Filter long "
                 "prompts out of the dataset or raise max_prompt_length."
             )
-        instructions = [
-            [self.get_turn_instruction(row, turn) for row in self._rows] for turn in range(2, self.args.num_turns + 1)
-        ]
-        suffixes = [[self.turn_renderer.suffix(text, conversational) for text in turn] for turn in instructions]
-        rollout = generate_turns(self._generate_ids, prompt_ids, suffixes, self._num_generations())
-        self._batch = batch = TurnBatch.from_rollout(rollout, instructions, self.eos_token_ids)
-        return {
-            "prompt_ids": prompt_ids,
-            "completion_ids": batch.completion_ids(),
-            "logprobs": batch.completion_logprobs(),
-            "env_mask": batch.loss_mask(self.args.mask_truncated_completions),  # 0: attended, no loss
-        }
+        shown = TurnInstructions(
+            self.turn_renderer, rows, conversational, self.get_turn_instruction, self.get_turn_feedback
+        )
+        turns = generate_turns(self._generate_ids, prompt_ids, shown, self._num_generations(), self.args.num_turns)
+        shown.finish(turns)
+        return TurnRollout.from_rollout(turns, shown, self.eos_token_ids)
+
+    def _score(self, rows: list[dict], rollout: TurnRollout) -> TurnBatch:
+        """Each turn scored by the reward functions (TRL's reward step, once per turn, as the turn's prompt and
+        completion), then the per-turn rewards, returns and advantages."""
+        prompts = [row["prompt"] for row in rows]
+        conversational = is_conversational({"prompt": prompts[0]})
+        per_turn, turn_prompts = [], prompts
+        for turn, texts in enumerate(rollout.texts):
+            if turn > 0:
+                turn_prompts = self.turn_renderer.next_turn_prompts(
+                    turn_prompts, rollout.texts[turn - 1], rollout.instructions[turn - 1]
+                )
+            completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
+            with self._turn_scoped_logs(turn + 1):
+                per_turn.append(super()._calculate_rewards(rows, turn_prompts, completions, rollout.attempts[turn]))
+        rewards_per_func = torch.stack(per_turn, dim=1)
+        rewards = weighted_rewards(rewards_per_func, self.reward_weights)
+        returns = self.compute_turn_returns(rewards)
+        advantages = leave_one_out_advantages(returns, self._num_generations())
+        return TurnBatch(
+            rollout, rewards_per_func, rewards, returns, weighted_advantages(advantages, self.args.turn_weights)
+        )
+
+    def _rollout(self, prompts: list, trainer: GRPOTrainer | None = None) -> dict[str, list]:
+        return self._batch.rollout.trl_output(self.args.mask_truncated_completions)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL logs these as its `reward` and computes its own advantages from them; `_log_turn_metrics` replaces
+        # both logs per turn, and the loss reads the per-turn advantages `_generate_and_score_completions` sets.
+        return self._batch.rewards_per_func[:, -1]
 
     def _generate_ids(self, prompt_ids: list[list[int]], num_generations: int):
         return self._generate_single_turn(prompt_ids, None, {}, num_generations)
 
     def _num_generations(self) -> int:
         return self.num_generations if self.model.training else self.num_generations_eval
-
-    # ----- rewards, returns, advantages -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _turn_scoped_logs(self, turn: int):
@@ -252,50 +272,6 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         finally:
             del self._log_completion_extra, self._log_metric
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        batch = self._batch
-        conversational = is_conversational({"prompt": prompts[0]})
-        batch.texts = [self.processing_class.batch_decode(ids, skip_special_tokens=True) for ids in batch.attempts]
-        per_turn, turn_prompts = [], list(prompts)
-        for turn, texts in enumerate(batch.texts):
-            if turn > 0:
-                turn_prompts = self.turn_renderer.next_turn_prompts(
-                    turn_prompts, batch.texts[turn - 1], batch.instructions[turn - 1]
-                )
-            turn_completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else texts
-            with self._turn_scoped_logs(turn + 1):
-                per_turn.append(
-                    super()._calculate_rewards(inputs, turn_prompts, turn_completions, batch.attempts[turn])
-                )
-        batch.rewards_per_func = torch.stack(per_turn, dim=1)
-        return per_turn[-1]  # TRL logs these as its `reward`; `_log_turn_metrics` re-logs them per turn
-
-    def _generate_and_score_completions(self, inputs):
-        self._rows = inputs  # TRL calls the rollout with the prompts only; it reads per-problem instructions here
-        mode = "train" if self.model.training else "eval"
-        self._metric_counts = {key: len(values) for key, values in self._metrics[mode].items()}
-        output = super()._generate_and_score_completions(inputs)
-        batch = self._batch
-        batch.rewards = weighted_rewards(batch.rewards_per_func, self.reward_weights)
-        batch.returns = self.compute_turn_returns(batch.rewards)
-        advantages = leave_one_out_advantages(batch.returns, self._num_generations())
-        batch.advantages = weighted_advantages(advantages, self.args.turn_weights)
-
-        device = output["completion_ids"].device
-        local = batch.local_rows(self.accelerator.process_index)
-        labels = pad(
-            [torch.tensor(row) for row in batch.labels],
-            padding_value=0,
-            padding_side="right",
-            pad_to_multiple_of=self.pad_to_multiple_of,
-        ).to(device)
-        advantages = batch.advantages[local]
-        per_turn = torch.cat([torch.zeros_like(advantages[:, :1]), advantages], dim=1).to(device)
-        output["advantages"] = per_turn.gather(1, labels)  # (B, T): each token gets its own turn's advantage
-        output["turn_labels"] = labels
-        self._log_turn_metrics("train" if self.model.training else "eval", batch, self._num_generations())
-        return output
-
     # ----- loss ------------------------------------------------------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
@@ -303,7 +279,7 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         scalar_beta = self.beta
         if scalar_beta == 0.0:
             return super()._compute_loss(model, inputs)
-        self.beta = _TurnWeightedBeta(scalar_beta, self._turn_betas.to(labels.device)[labels])
+        self.beta = TurnWeightedBeta(scalar_beta, self._turn_betas.to(labels.device)[labels])
         try:
             loss = super()._compute_loss(model, inputs)
             per_token_kl = self.beta.per_token_kl

@@ -4,8 +4,8 @@ lifted).
 
 Methods of `trl.GRPOTrainer` (overridden, called or shadowed), with the parameters score-trl relies on:
 
-- `_generate_and_score_completions(inputs)`: overridden; keeps the rows for the rollout, adds per-turn advantages.
-- `_calculate_rewards(inputs, prompts, completions, completion_ids_list)`: overridden; called once per turn.
+- `_generate_and_score_completions(inputs)`: overridden; rolls the batch out and scores it, adds per-turn advantages.
+- `_calculate_rewards(inputs, prompts, completions, completion_ids_list)`: called once per turn; overridden to hand on.
 - `_compute_loss(model, inputs)`: overridden; `self.beta` stands in for per-turn KL weights while it runs, which
   works only while it computes `self.beta * per_token_kl` (checked on every call: `check_beta_was_applied`).
 - `_generate_single_turn(prompt_ids, images, multimodal_fields, num_generations)`: called for each turn.

@@ -18,15 +18,8 @@ __all__ = ["TurnMetricsMixin"]
 
 
 class TurnMetricsMixin:
-    """Logging for a `GRPOTrainer` subclass that trains several turns per episode (see docs/trainers.md).
-
-    `answer_format` says how final answers are found and compared for the answer-changed logs: math's by default;
-    a subclass for code sets `{}` (whole texts compared) or its own `extract_answer` / `same_answer`.
-    """
-
-    answer_format: dict = ANSWER_FORMATS["math"]
-    # the number of values each metric held before TRL logged this batch's (set by the trainer)
-    _metric_counts: dict[str, int] = {}
+    """Logging for a `GRPOTrainer` subclass that trains several turns per episode (see docs/trainers.md). The
+    answer-changed logs find and compare final answers as `args.answer_format` names (`ANSWER_FORMATS`)."""
 
     def _global_mean(self, values: list[float]) -> float:
         """Mean over every process's values; NaN when there are none (an undefined rate, not a zero one)."""
@@ -39,11 +32,15 @@ class TurnMetricsMixin:
         if not math.isnan(value):
             self._metrics[mode][key].append(value)
 
-    def _log_turn_metrics(self, mode: str, batch: TurnBatch, num_generations: int) -> None:
+    def _log_turn_metrics(
+        self, mode: str, batch: TurnBatch, num_generations: int, logged_before: dict[str, int]
+    ) -> None:
+        """The per-turn logs of `batch`, in place of TRL's last-turn ones; `logged_before` holds how many values each
+        metric had before TRL logged this batch's."""
         metrics = self._metrics[mode]
         per_func = [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
         replaced = (*TRL_LAST_TURN_METRICS, *per_func)
-        check_logged_once(metrics, self._metric_counts, replaced)  # so that the value removed is this batch's
+        check_logged_once(metrics, logged_before, replaced)  # so that the value removed is this batch's
         for key in replaced:
             metrics[key].pop()  # appended by GRPOTrainer for this batch
             if not metrics[key]:
@@ -66,7 +63,9 @@ class TurnMetricsMixin:
             metrics[prefix + "advantage_abs"].append(advantages[:, turn].abs().mean().item())
             self._log_if_defined(mode, prefix + "accuracy", correct[judged[:, turn], turn].float().mean().item())
             metrics[prefix + "unscored"].append((~judged[:, turn]).float().mean().item())
-            metrics[prefix + "clipped_ratio"].append(self._global_mean(batch.truncated[turn]))
+            metrics[prefix + "clipped_ratio"].append(self._global_mean(batch.rollout.truncated[turn]))
+            if turn > 0:  # how often this turn's instruction told something about the last attempt (0: intrinsic)
+                metrics[prefix + "feedback_rate"].append(self._global_mean(batch.rollout.told[turn - 1]))
             self._logs["extra"][prefix + "reward"].extend(rewards[:, turn].tolist())
             self._logs["extra"][prefix + "advantage"].extend(advantages[:, turn].tolist())
         # TRL's `advantage` column holds its own normalised advantages of the last turn's reward: show ours.
@@ -79,8 +78,15 @@ class TurnMetricsMixin:
         both = judged[:, 0] & judged[:, -1]
         for key, value in transition_rates(correct[both, 0].tolist(), correct[both, -1].tolist()).items():
             metrics[f"self_correction/{key}"].append(value)
-        first, last = batch.texts[0], batch.texts[-1]
-        changed = [answer_changed(a, b, **self.answer_format) for a, b in zip(first, last, strict=True)]
+        if batch.num_turns > 2:  # does each turn add, or only repeat the one before?
+            for turn in range(1, batch.num_turns):
+                pair = judged[:, turn - 1] & judged[:, turn]
+                rates = transition_rates(correct[pair, turn - 1].tolist(), correct[pair, turn].tolist())
+                for key, value in rates.items():
+                    metrics[f"self_correction/turn{turn}_to_{turn + 1}/{key}"].append(value)
+        first, last = batch.rollout.texts[0], batch.rollout.texts[-1]
+        answers = ANSWER_FORMATS["math" if self.args.answer_format is None else self.args.answer_format]
+        changed = [answer_changed(a, b, **answers) for a, b in zip(first, last, strict=True)]
         local = batch.local_rows(self.accelerator.process_index)
         wrong_first = (judged[local, 0] & ~correct[local, 0]).tolist()
         metrics["self_correction/changed_rate"].append(self._global_mean(changed))

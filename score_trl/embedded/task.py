@@ -11,11 +11,11 @@ Every step of the check and of the solve is a lookup in a table of at most 50 en
 10 over a in {1, 3, 7, 9}; a sum or a difference mod 10 over b in 0..4), which the base model learns to compute
 right about 99% of the time, while the answer in one step stays a 200-entry lookup it mostly misses. So correcting
 is possible: a policy that solves after every "no" fixes nearly every wrong first answer. The base model rarely does
-(see `score_trl.data.embedded_model`, which pretrains it on this module's traces), and the answers use `\boxed{}`,
+(see `score_trl.embedded.base_model`, which pretrains it on this module's traces), and the answers use `\boxed{}`,
 so the same `math_reward` scores the toy and MATH.
 
 This module is the task alone (problems, tokenizer, the texts of each attempt, the solver traces the base model
-imitates); the factory that pretrains and caches the base model lives in `score_trl.data.embedded_model`.
+imitates); the factory that pretrains and caches the base model lives beside it in `score_trl.embedded.base_model`.
 """
 
 from __future__ import annotations
@@ -71,11 +71,8 @@ class SolverHabits(Protocol):
 
     p_correct: float
     p_keep: float
-    p_keep_wrong: float | None
     p_solve: float
     p_practice: float
-    p_first_solve: float
-    first_solve_coefficients: tuple[int, ...]
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -164,24 +161,16 @@ def practice_trace(problem: dict, habits: SolverHabits, rng: random.Random) -> l
 def solver_trace(problem: dict, habits: SolverHabits, rng: random.Random) -> list[dict]:
     """A two-turn trace of the imperfect solver whose habits the base model learns.
 
-    The solver is right at turn 1 with probability `p_correct` (or, with probability `p_first_solve` on problems
-    whose `a` is in `first_solve_coefficients`, solves in steps at turn 1 and is right), always writes a correct
-    check, then mostly ignores it: it keeps its first answer with probability `p_keep` (`p_keep_wrong` after a wrong
-    one, when set), otherwise after a "no" it solves in steps with probability `p_solve`, and else guesses an answer
-    other than its first (a guess is never right after a right first answer, right 1 time in 9 after a wrong one). Its second attempts are then no better than its
-    first: the base model does not correct by itself.
+    The solver is right at turn 1 with probability `p_correct`, always writes a correct check, then mostly ignores
+    it: it keeps its first answer with probability `p_keep`, otherwise after a "no" it solves in steps with
+    probability `p_solve`, and else guesses an answer other than its first (a guess is never right after a right
+    first answer, right 1 time in 9 after a wrong one). Its second attempts are then no better than its first: the
+    base model does not correct by itself. (benchmarks/variants.py draws variant bases' traces with more habits.)
     """
     x = int(problem["answer"])
-    # A draw only when the habit is on, so that a recipe without it pretrains exactly as before it existed.
-    first_solve = habits.p_first_solve and problem["a"] in habits.first_solve_coefficients
-    if first_solve and rng.random() < habits.p_first_solve:
-        first, x1 = first_attempt(x, problem), x
-    else:
-        x1 = x if rng.random() < habits.p_correct else rng.choice([d for d in range(10) if d != x])
-        first = first_attempt(x1)
-    p_keep = habits.p_keep if x1 == x or habits.p_keep_wrong is None else habits.p_keep_wrong
+    x1 = x if rng.random() < habits.p_correct else rng.choice([d for d in range(10) if d != x])
     solve = False
-    if rng.random() < p_keep:
+    if rng.random() < habits.p_keep:
         x2 = x1
     elif x1 != x and rng.random() < habits.p_solve:
         x2, solve = x, True
@@ -189,7 +178,7 @@ def solver_trace(problem: dict, habits: SolverHabits, rng: random.Random) -> lis
         x2 = rng.choice([d for d in range(10) if d != x1])
     return [
         *problem["prompt"],
-        {"role": "assistant", "content": first},
+        {"role": "assistant", "content": first_attempt(x1)},
         {"role": "user", "content": EMBEDDED_INSTRUCTION},
         {"role": "assistant", "content": second_attempt(problem, x1, x2, solve)},
     ]

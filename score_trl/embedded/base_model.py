@@ -1,4 +1,4 @@
-"""The embedded base model: a tiny Llama pretrained on the embedded task's solver traces (`score_trl.data.embedded`).
+"""The embedded base model: a tiny Llama pretrained on the embedded task's solver traces (`score_trl.embedded.task`).
 
 `EmbeddedRecipe` holds everything that determines it and names its cache entry; `build_base_model` makes it
 deterministically (one thread, fixed seeds) and caches it. Pretraining covers all 200 problems, the 40 held out from
@@ -6,7 +6,7 @@ RL included, as a real base model has seen problems like its evaluation set: hel
 not the base model's generalisation. docs/results.md has the properties of the default base, measured before RL.
 
 `pretrain` and `cached_model` are the parts a variant base is made of: benchmarks/variants.py continues the default
-base on changed traces this way, for benchmarks/reproduce.py's variant tasks.
+base on traces with other habits this way, for benchmarks/reproduce.py's variant tasks.
 """
 
 from __future__ import annotations
@@ -20,29 +20,39 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from .embedded import PRACTICE_FROM, build_tokenizer, make_problems, practice_trace, solver_trace
-from .tiny_model import build_tiny_model
+from ..loading import default_cache_dir
+from ..tiny_model import build_tiny_model
+from .task import PRACTICE_FROM, build_tokenizer, make_problems, practice_trace, solver_trace
 
 
-__all__ = ["EmbeddedRecipe", "build_base_model", "cached_model", "default_cache_dir", "pretrain"]
+__all__ = ["EmbeddedRecipe", "TRACE_VERSION", "base_model_path", "build_base_model", "cached_model", "pretrain"]
 
 logger = logging.getLogger(__name__)
+
+
+# Bump when the traces change, so that no stale cached model is reused.
+TRACE_VERSION = 5
+# Cache entries are named by a hash of the recipe, which once also held the solver habits that only
+# benchmarks/variants.py uses now: they are hashed at the values every library base has, so that each cached base
+# keeps the name it was saved under (tests/test_reproduce.py pins the default's).
+_HASHED_HABITS = {"p_keep_wrong": None, "p_first_solve": 0.0}
 
 
 @dataclass(frozen=True)
 class EmbeddedRecipe:
     """Everything that determines the embedded base model; its hash names the cache entry.
 
-    The trace probabilities are the solver's (`score_trl.data.embedded.solver_trace`): right at turn 1 with
-    `p_correct`; keeps its first answer with `p_keep` (`p_keep_wrong` after a wrong one, when set); otherwise after
-    a "no" solves in worked steps with `p_solve`, else guesses. `p_practice` of the rows are practice traces
-    (`score_trl.data.embedded.practice_trace`), learned only from `solve:` on: this is how the base learns the
-    steps in the place it would use them, without learning to use them after a "no".
+    The trace probabilities are the solver's (`score_trl.embedded.task.solver_trace`): right at turn 1 with
+    `p_correct`; keeps its first answer with `p_keep`; otherwise after a "no" solves in worked steps with `p_solve`,
+    else guesses. `p_practice` of the rows are practice traces (`score_trl.embedded.task.practice_trace`), learned
+    only from `solve:` on: this is how the base learns the steps in the place it would use them, without learning to
+    use them after a "no".
     """
 
     p_correct: float = 0.6
@@ -55,16 +65,9 @@ class EmbeddedRecipe:
     batch_size: int = 64
     learning_rate: float = 3e-3
     seed: int = 0
-    p_keep_wrong: float | None = None
-    p_first_solve: float = 0.0  # solves in steps at turn 1 (then right): a turn-1 gain that RL could spread
-    # the values of `a` whose problems the turn-1 solve habit covers: fewer caps what sharpening turn 1 can gain
-    first_solve_coefficients: tuple[int, ...] = (1, 3, 7, 9)
-    trace_version: int = 5  # bump when the traces change, so that no stale cached model is reused
 
     def key(self) -> str:
-        fields = asdict(self)
-        if not self.p_first_solve:  # without the habit its coefficients change nothing: keep the older entries' keys
-            del fields["first_solve_coefficients"]
+        fields = {**asdict(self), **_HASHED_HABITS, "trace_version": TRACE_VERSION}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -83,13 +86,15 @@ def _new_model(recipe: EmbeddedRecipe, tokenizer: PreTrainedTokenizerFast):
 def pretrain(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
-    traces: EmbeddedRecipe,
+    traces: Any,
     steps: int,
     learning_rate: float,
     seed: int,
+    solver: Callable[[dict, Any, random.Random], list[dict]] = solver_trace,
 ) -> PreTrainedModel:
-    """`steps` of SFT on solver traces of every embedded problem, drawn with `traces`'s probabilities, the learning
-    rate decaying linearly."""
+    """`steps` of SFT on `solver` traces of every embedded problem, drawn with `traces`'s probabilities (an
+    `EmbeddedRecipe`, or whatever habits `solver` reads, with `p_correct`, `p_practice` and `batch_size`), the
+    learning rate decaying linearly."""
     problems = make_problems()
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
@@ -98,7 +103,7 @@ def pretrain(
     model.train()
     for step in tqdm(range(steps), desc="pretraining the embedded base model"):
         practice = [rng.random() < traces.p_practice for _ in range(traces.batch_size)]
-        batch = [(practice_trace if p else solver_trace)(rng.choice(problems), traces, rng) for p in practice]
+        batch = [(practice_trace if p else solver)(rng.choice(problems), traces, rng) for p in practice]
         # Right padding: positions then match generation's (Llama numbers positions from 0 without position ids).
         encoded = tokenizer.apply_chat_template(
             batch, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, padding=True,
@@ -116,11 +121,6 @@ def pretrain(
         if step % 100 == 0:
             logger.info("pretraining step %d loss %.4f", step, loss.item())
     return model
-
-
-def default_cache_dir() -> Path:
-    """`$SCORE_TRL_CACHE`, else ~/.cache/score_trl."""
-    return Path(os.environ.get("SCORE_TRL_CACHE", Path.home() / ".cache" / "score_trl"))
 
 
 def cached_model(
@@ -171,3 +171,9 @@ def build_base_model(recipe: EmbeddedRecipe | None = None, cache_dir: str | Path
         return pretrain(model, tokenizer, recipe, recipe.pretrain_steps, recipe.learning_rate, recipe.seed), tokenizer
 
     return cached_model(f"embedded-{recipe.key()}", make, asdict(recipe), cache_dir)
+
+
+def base_model_path(quick: bool = False) -> str:
+    """The embedded task's base model (`Task.base_model`): the default recipe's, or with `quick` a base pretrained
+    150 steps instead of 1000, which smoke runs use (it corrects no better, but takes seconds to build)."""
+    return build_base_model(EmbeddedRecipe(pretrain_steps=150) if quick else EmbeddedRecipe())

@@ -6,8 +6,10 @@ from importlib.metadata import entry_points
 import pytest
 from trl import TrlParser
 
-from score_trl.cli import EvalArguments, ModelLoadError, _load_rows, load_model_and_tokenizer, main, run
+from score_trl.eval_cli import EvalArguments, ModelLoadError, load_model_and_tokenizer, main, run
 from score_trl.prompts import MATH_SYSTEM_PROMPT
+from score_trl.run_inputs import resolve_inputs
+from score_trl.tasks import TaskArguments
 
 
 # MATH-500's columns as its JSON lines file has them; the second gold answer is one of its escaped-dollar forms.
@@ -46,8 +48,15 @@ def math500_file(tmp_path):
     return str(path)
 
 
-def test_local_math_file_gets_the_hub_conversion(math500_file):
-    rows = _load_rows(EvalArguments(dataset_name=math500_file))
+def _rows(dataset_name: str, model_path: str) -> list[dict]:
+    """The rows `score-trl-eval --task math --dataset_name <file>` evaluates."""
+    return resolve_inputs(
+        TaskArguments(task="math", eval_dataset_name=dataset_name), model_path, with_train=False
+    ).held_out
+
+
+def test_local_math_file_gets_the_hub_conversion(math500_file, tiny_model_path):
+    rows = _rows(math500_file, tiny_model_path)
     assert [row["id"] for row in rows] == [p["unique_id"] for p in MATH500]
     assert [row["answer"] for row in rows] == [p["answer"] for p in MATH500]
     assert rows[1]["prompt"] == [
@@ -56,17 +65,18 @@ def test_local_math_file_gets_the_hub_conversion(math500_file):
     ]
 
 
-def test_local_file_already_in_row_format_is_read_as_is(tmp_path):
+def test_local_file_already_in_row_format_is_read_as_is(tmp_path, tiny_model_path):
     path = tmp_path / "rows.jsonl"
     row = {"prompt": [{"role": "user", "content": "1+1?"}], "answer": "2", "id": "a"}
     path.write_text(json.dumps(row) + "\n")
-    assert _load_rows(EvalArguments(dataset_name=str(path))) == [row]
+    assert _rows(str(path), tiny_model_path) == [row]
 
 
 def test_cli_evaluates_a_local_math500_file(tmp_path, math500_file, tiny_model_path):
     out = tmp_path / "eval"
     args = EvalArguments(
         model_name_or_path=tiny_model_path,
+        task="math",
         dataset_name=math500_file,
         max_new_tokens=4,
         batch_size=4,
@@ -118,7 +128,7 @@ def test_command_line_run_writes_both_files(tmp_path, tiny_model_path, monkeypat
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "eval"
-    argv = ["score-trl-eval", "--model_name_or_path", tiny_model_path, "--dataset_name", str(data)]
+    argv = ["score-trl-eval", "--task", "math", "--model_name_or_path", tiny_model_path, "--dataset_name", str(data)]
     monkeypatch.setattr(sys, "argv", [*argv, "--max_new_tokens", "4", "--output_dir", str(out)])
     run()
     assert json.loads((out / "metrics.json").read_text())["n"] == 6

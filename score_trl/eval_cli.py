@@ -1,7 +1,10 @@
-"""`score-trl-eval`: two-turn self-correction evaluation from the command line.
+"""`score-trl-eval`, the evaluation command: two-turn self-correction of a model on a task's evaluation set.
 
-score-trl-eval --model_name_or_path MODEL --dataset_name HuggingFaceH4/MATH-500 --split test --output_dir eval
-accelerate launch -m score_trl.cli --model_name_or_path MODEL ...     # one shard per process
+score-trl-eval --task math --model_name_or_path MODEL --output_dir eval       # MATH-500, the math task's set
+accelerate launch -m score_trl.eval_cli --task math --model_name_or_path MODEL ...   # one shard per process
+
+The task, the model and the rows resolve as the pipeline resolves them (`score_trl.run_inputs`): a model evaluated
+here is shown what the pipeline's evaluation shows it.
 """
 
 from __future__ import annotations
@@ -12,15 +15,12 @@ import os
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
-from datasets import Dataset, load_dataset
 from trl import TrlParser
 
-from .data.embedded import split_problems
-from .data.embedded_model import EmbeddedRecipe, build_base_model
-from .data.math import load_math, to_math_rows
 from .evaluation import EvalSettings, evaluate_checkpoint, inference_scaling
 from .loading import ModelLoadError, load_model_and_tokenizer
-from .tasks import get_task
+from .run_inputs import resolve_inputs
+from .tasks import TaskArguments
 
 
 logger = logging.getLogger(__name__)
@@ -31,16 +31,25 @@ class EvalArguments:
     """Options of `score-trl-eval`."""
 
     model_name_or_path: str = field(
-        default="embedded", metadata={"help": "Hub id or path of the model; 'embedded' for the embedded base model."}
-    )
-    dataset_name: str = field(
         default="embedded",
-        metadata={"help": "'embedded' (its 40 held-out problems), a MATH-style hub id or path, or a .jsonl file."},
+        metadata={"help": "Hub id, path or .gguf file of the model; 'embedded' for the embedded task's base model."},
+    )
+    task: str = field(
+        default="embedded",
+        metadata={
+            "help": "The task (score_trl.tasks): its evaluation set, verifier and instruction. 'embedded' (its 40 "
+            "held-out problems), 'arithmetic', 'math' (MATH-500), 'code' (HumanEval), or module:attribute."
+        },
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The set to evaluate, in the task's format: hub id, local path or .jsonl file (None: the task's)."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Config of the data set."})
     split: str = field(default="test", metadata={"help": "Split to evaluate."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate at most this many problems."})
-    verifier: str = field(default="math", metadata={"help": "Verifier by name: 'math' or 'code'."})
     instruction: str | None = field(
         default=None, metadata={"help": "The self-correction instruction (default: the task's, from score_trl.tasks)."}
     )
@@ -67,34 +76,20 @@ class EvalArguments:
     output_dir: str = field(default="eval", metadata={"help": "Where metrics.json and traces.jsonl are written."})
 
 
-def _load_rows(args: EvalArguments) -> list[dict]:
-    if args.dataset_name == "embedded":
-        return split_problems()[1]
-    if args.dataset_name.endswith((".jsonl", ".json")):
-        with open(args.dataset_name) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        # A local MATH-style file (MATH-500 as JSON lines: problem, answer, solution) gets the conversion a hub set gets.
-        if args.verifier == "math" and rows and "prompt" not in rows[0] and "problem" in rows[0]:
-            return to_math_rows(Dataset.from_list(rows)).to_list()
-        return rows
-    if args.verifier == "math":
-        return load_math(args.dataset_name, args.split, args.dataset_config).to_list()
-    return load_dataset(args.dataset_name, args.dataset_config, split=args.split).to_list()
-
-
 def main(args: EvalArguments) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     state = PartialState()
-    model_path = args.model_name_or_path
-    embedded = model_path == "embedded"
-    if embedded:
-        with state.main_process_first():
-            model_path = build_base_model(EmbeddedRecipe())
-    rows = _load_rows(args)[: args.max_samples]
-    task = get_task("embedded" if args.dataset_name == "embedded" else args.verifier)
+    data = TaskArguments(
+        task=args.task,
+        eval_dataset_name=args.dataset_name,
+        eval_dataset_config=args.dataset_config,
+        dataset_test_split=args.split,
+        max_eval_samples=args.max_samples,
+    )
+    inputs = resolve_inputs(data, args.model_name_or_path, with_train=False)
     settings = EvalSettings(
         num_turns=args.num_turns,
-        instruction=task.turn_instruction(args.instruction),
+        instruction=inputs.task.turn_instruction(args.instruction),
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         do_sample=args.do_sample,
@@ -103,9 +98,9 @@ def main(args: EvalArguments) -> dict:
     )
     os.makedirs(args.output_dir, exist_ok=True)
     if args.scaling_k:
-        model, tokenizer = load_model_and_tokenizer(model_path)
+        model, tokenizer = load_model_and_tokenizer(inputs.model_path)
         model.to(state.device)
-        result = inference_scaling(model, tokenizer, rows, args.scaling_k, settings)
+        result = inference_scaling(model, tokenizer, inputs.held_out, args.scaling_k, settings)
         path = os.path.join(args.output_dir, "scaling.json")
     else:
         first_attempts = None
@@ -113,9 +108,9 @@ def main(args: EvalArguments) -> dict:
             with open(args.first_attempts_file) as f:
                 first_attempts = {str(t["id"]): t["y1"] for t in map(json.loads, filter(str.strip, f))}
         result, _ = evaluate_checkpoint(
-            model_path,
-            rows,
-            args.verifier,
+            inputs.model_path,
+            inputs.held_out,
+            inputs.task.verifier,
             settings,
             first_attempts=first_attempts,
             traces_path=os.path.join(args.output_dir, "traces.jsonl"),

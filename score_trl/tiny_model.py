@@ -1,6 +1,9 @@
-"""An offline kit: a tiny causal LM and a locally built tokenizer, for tests and smoke runs with no hub access.
+"""A tiny causal LM and tokenizer built locally from transformers' own Qwen2 or Llama classes, sized for a CPU.
 
->>> from score_trl.testing import save_tiny_model
+The embedded task's base model is one (`score_trl.embedded.base_model`); the tests, the docs' examples and
+`benchmarks/speed.py` train another, offline, with a byte-level tokenizer and a ChatML chat template:
+
+>>> from score_trl.tiny_model import save_tiny_model
 >>> path = save_tiny_model("/tmp/tiny")  # doctest: +SKIP
 >>> # then: StageOneTrainer(model=path, ...) or AutoModelForCausalLM.from_pretrained(path)
 """
@@ -9,14 +12,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config
 
-from .data.tiny_model import build_tiny_model
 from .prompts import CODE_CORRECTION_INSTRUCTION, MATH_CORRECTION_INSTRUCTION, MATH_SYSTEM_PROMPT
 
 
 __all__ = ["CHAT_TEMPLATE", "build_tiny_model", "build_tiny_tokenizer", "save_tiny_model"]
+
+
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast,
+    architecture: str = "qwen2",
+    hidden_size: int = 16,
+    seed: int = 0,
+    num_layers: int = 2,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 1024,
+) -> PreTrainedModel:
+    """A small causal LM (a few thousand parameters by default), from transformers' own Qwen2 or Llama classes."""
+    config_cls = {"qwen2": Qwen2Config, "llama": LlamaConfig}[architecture]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
 
 # ChatML, with `{% generation %}` around assistant content so TRL's `assistant_only_loss` can find it.
 CHAT_TEMPLATE = (
