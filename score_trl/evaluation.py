@@ -1,7 +1,8 @@
 """Two-turn (or K-turn) evaluation of intrinsic self-correction: the paper's table row, plus every trace.
 
 Generation goes through the same `generate_turns` the trainers use, with a plain batched `model.generate` backend
-(greedy by default). Under `accelerate launch`, each process evaluates a shard and the main process gathers.
+(greedy by default), or with `EvalSettings.use_vllm` a vLLM engine holding the model's weights (`score_trl.vllm_cpu`,
+docs/vllm.md). Under `accelerate launch`, each process evaluates a shard and the main process gathers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .metrics import accuracy, clustered_standard_error, self_correction_metrics
 from .rewards import ANSWER_FORMATS, REWARD_FUNCS, equivalent_answers, extract_final_answer, verify_math
 from .rewards.feedback import FeedbackFunc
 from .rollout import GenerateFn, TurnFeedbackFn, TurnInstructions, TurnRenderer, end_of_turn_ids, generate_turns
+from .vllm_cpu import vllm_engine_for, vllm_generate_fn
 
 
 __all__ = [
@@ -69,6 +71,7 @@ class EvalSettings:
     temperature: float = 1.0
     batch_size: int = 16
     correct_threshold: float = 1.0
+    use_vllm: bool = False
 
     @classmethod
     def from_trainer(cls, trainer, **changes) -> EvalSettings:
@@ -349,12 +352,18 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
 
     was_training = model.training
     model.eval()
+    # vLLM schedules its own batches and keeps each turn's context in its prefix cache: the shard goes in one call
+    engine = vllm_engine_for(model, tokenizer) if settings.use_vllm else None
+    batch_size = len(rows) if engine is not None else settings.batch_size
     # All turns of one batch before the next batch: each turn continues the previous turn's KV cache (hf_generate_fn).
     # [turn][row], as the trainers build them: a row's own instruction, and feedback on its own last attempt
     attempts, instructions, told = [[] for _ in range(settings.num_turns)], [], []
-    for start in range(0, len(rows), settings.batch_size):
-        chunk = slice(start, start + settings.batch_size)
-        generate = hf_generate_fn(model, tokenizer, settings, progress)
+    for start in range(0, len(rows), batch_size):
+        chunk = slice(start, start + batch_size)
+        if engine is not None:
+            generate = _counting(vllm_generate_fn(engine, eos_ids, settings), progress)
+        else:
+            generate = hf_generate_fn(model, tokenizer, settings, progress)
         if fixed is not None:
             generate = _reading_turn_one(fixed[chunk], generate)
         chosen = TurnInstructions(renderer, rows[chunk], conversational, settings.instruction_for, settings.feedback)
@@ -384,6 +393,17 @@ def _evaluate_shard(model, tokenizer, rows, reward_func, settings, first_attempt
         }
         for i, row in enumerate(rows)
     ]
+
+
+def _counting(generate: GenerateFn, progress: tqdm) -> GenerateFn:
+    """`generate` that advances `progress` by the rows of each call, as `hf_generate_fn` does."""
+
+    def generate_and_count(contexts, num_generations):
+        result = generate(contexts, num_generations)
+        progress.update(len(contexts))
+        return result
+
+    return generate_and_count
 
 
 def _reading_turn_one(fixed: list[list[int]], generate: GenerateFn) -> GenerateFn:

@@ -55,6 +55,12 @@ class ScoreScriptArguments(TaskArguments, StageArguments):
     `score_trl.stages.StageArguments`: the stages)."""
 
     eval_do_sample: bool = field(default=False, metadata={"help": "Sample in evaluation (default: greedy)."})
+    eval_use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate with vLLM (`make install-vllm`; docs/vllm.md): the same greedy answers as transformers."
+        },
+    )
     eval_samples_per_problem: int = field(
         default=1, metadata={"help": "Sampled two-turn traces per problem (with eval_do_sample)."}
     )
@@ -123,6 +129,7 @@ def eval_settings(
         "max_new_tokens": script_args.eval_max_new_tokens,
         "batch_size": script_args.eval_batch_size,
         "do_sample": script_args.eval_do_sample,
+        "use_vllm": script_args.eval_use_vllm,
     }
     if isinstance(source, MultiTurnRLOOConfig):
         task = get_task(script_args.task)

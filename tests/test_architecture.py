@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "score_trl"
 LAYERS = [
     {"sandbox"},
     {"prompts", "metrics", "rewards"},
-    {"rollout", "data", "loading", "tiny_model", "embedded", "run_record"},
+    {"rollout", "data", "loading", "tiny_model", "embedded", "run_record", "vllm_cpu"},
     {"trainers", "evaluation"},
     {"tasks", "run_inputs", "stages", "baselines"},
     {"pipeline", "eval_cli"},

