@@ -72,7 +72,8 @@ def test_local_file_already_in_row_format_is_read_as_is(tmp_path, tiny_model_pat
     assert _rows(str(path), tiny_model_path) == [row]
 
 
-def test_cli_evaluates_a_local_math500_file(tmp_path, math500_file, tiny_model_path):
+@pytest.mark.parametrize("turn_feedback", [False, True])
+def test_cli_evaluates_a_local_math500_file(turn_feedback, tmp_path, math500_file, tiny_model_path):
     out = tmp_path / "eval"
     args = EvalArguments(
         model_name_or_path=tiny_model_path,
@@ -80,28 +81,15 @@ def test_cli_evaluates_a_local_math500_file(tmp_path, math500_file, tiny_model_p
         dataset_name=math500_file,
         max_new_tokens=4,
         batch_size=4,
+        turn_feedback=turn_feedback,
         output_dir=str(out),
     )
     metrics = main(args)
     assert metrics["n"] == 3
     traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
     assert sorted(t["id"] for t in traces) == sorted(p["unique_id"] for p in MATH500)
-
-
-@pytest.mark.parametrize("turn_feedback", [False, True])
-def test_cli_evaluates_with_the_tasks_feedback_when_asked(turn_feedback, tmp_path, math500_file, tiny_model_path):
-    out = tmp_path / "eval"
-    args = EvalArguments(
-        model_name_or_path=tiny_model_path,
-        task="math",
-        dataset_name=math500_file,
-        max_new_tokens=4,
-        turn_feedback=turn_feedback,
-        output_dir=str(out),
-    )
-    metrics = main(args)
-    traces = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
-    # math_feedback tells after every attempt the verifier scores wrong (the tiny model's 4 tokens: all of them)
+    # with the task's feedback (math_feedback), told after every attempt the verifier scores wrong (the tiny model's
+    # 4 tokens: all of them); without it, never
     told = [t["r1"] < 1.0 if turn_feedback else False for t in traces]
     assert [t["told2"] for t in traces] == told and any(told) == turn_feedback
     assert metrics["feedback_rate"] == sum(told) / len(told)
