@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from transformers.utils import cached_file
 
 from .loading import default_cache_dir
 from .rollout import GenerateFn
@@ -149,8 +150,11 @@ def _ties_embeddings(llm) -> bool:
 _ENGINE: dict = {}
 
 
-def _architecture(model_path: str) -> str:
-    with open(os.path.join(model_path, "config.json")) as f:
+def _architecture(model: str) -> str:
+    """The model's config without its name and dtype: what decides whether an engine can serve it (a path or a Hub
+    id: TRL builds its engine from either)."""
+    local = os.path.join(model, "config.json")
+    with open(local if os.path.isfile(local) else cached_file(model, "config.json")) as f:
         config = json.load(f)
     for key in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures_source"):
         config.pop(key, None)
@@ -193,7 +197,13 @@ def shared_engine(model: str, dtype: torch.dtype, **kwargs):
 
 def vllm_engine_for(model, tokenizer):
     """The shared engine (`shared_engine`) holding `model`'s current weights, for evaluation: built from the model's
-    directory, or from a temporary save of it when it has none (an in-memory model)."""
+    directory, or from a temporary save of it when it has none (an in-memory model). vLLM's CPU backend only: the
+    weight loading here is that backend's (`load_weights`)."""
+    if not runs_on_cpu():
+        raise ValueError(
+            "use_vllm evaluation (EvalSettings.use_vllm, score-trl-eval --use_vllm, --eval_use_vllm) runs on vLLM's "
+            "CPU backend only (docs/vllm.md); with a GPU, evaluate without it (transformers' generate)."
+        )
     path = str(model.name_or_path)
     with tempfile.TemporaryDirectory(prefix="score_trl_vllm_") as copy:
         if not os.path.isfile(os.path.join(path, "config.json")):

@@ -277,3 +277,18 @@ def test_the_code_feedback_reaches_turn_two(tmp_path, tiny_model_path):
     assert "Your program failed this test: `assert add(1, 2) == 3` (AssertionError)." in after_attempt
     assert not any(word in after_attempt for word in ("PRINTED", "STDERR", "MESSAGE"))
     assert trainer._batch.rewards[:, 0].tolist() == [0.0] * 6 and out["turn_labels"].shape[0] == 6
+
+
+def test_code_feedback_tells_nothing_when_the_sandbox_did_not_start_in_time(monkeypatch):
+    from score_trl.rewards import feedback
+    from score_trl.sandbox import SandboxError
+
+    def did_not_start(*args, **kwargs):
+        raise SandboxError("the interpreter did not start in time", transient=transient)
+
+    monkeypatch.setattr(feedback, "first_failure", did_not_start)
+    transient = True  # as the reward: not judged, so nothing to tell
+    assert feedback.code_feedback([CODE_ROW], ["def add(a, b): return a + b"]) == [None]
+    transient = False  # the sandbox itself failed: never the model's failure, so it stops the step
+    with pytest.raises(SandboxError):
+        feedback.code_feedback([CODE_ROW], ["def add(a, b): return a + b"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ..sandbox import SandboxConfig, first_failure
+from ..sandbox import SandboxConfig, SandboxError, first_failure
 from .code import code_tests, extract_code
 from .math import extract_final_answer, verify_math
 
@@ -74,7 +74,12 @@ def make_code_feedback(
 
     def feedback_for(row: dict, attempt: str) -> str | None:
         tests, setup, entry_point = code_tests(row)
-        failure = first_failure(extract_code(attempt), tests, setup, entry_point, config)
+        try:
+            failure = first_failure(extract_code(attempt), tests, setup, entry_point, config)
+        except SandboxError as error:  # as the reward: a start that timed out on a loaded machine is not judged
+            if not error.transient:
+                raise
+            return None
         if failure is None:
             return None
         if failure.error == "timed out":
